@@ -1,0 +1,197 @@
+//! Which backends are compiled in, and picking one at run time.
+//!
+//! Every Strata crate has one cargo feature per backend (`flex`, `ndarray`, `tch`, `cuda`,
+//! `wgpu`), forwarded down to burn's. A model is written once, with no backend type parameter:
+//! the [`Device`] chosen here decides where its tensors live. [`BackendKind::parse`] reads the
+//! `--backend` / `STRATA_BACKEND` name and [`BackendKind::device`] refuses, with a one-line
+//! error naming the feature to enable, a backend that was not compiled in.
+
+use std::fmt;
+
+use burn::tensor::Device;
+
+/// Environment variable read when no `--backend` is given.
+pub const BACKEND_ENV: &str = "STRATA_BACKEND";
+
+/// A Burn backend Strata knows about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// burn-flex: pure Rust CPU backend, no native dependencies (the default).
+    Flex,
+    /// burn-ndarray: pure Rust CPU backend over `ndarray` (deprecated in Burn 0.22).
+    Ndarray,
+    /// burn-tch: LibTorch, on the CPU or, with `--device cuda:N`, a CUDA GPU (deprecated in Burn 0.22).
+    Tch,
+    /// CubeCL CUDA: NVIDIA GPUs, kernels compiled at run time with NVRTC.
+    Cuda,
+    /// CubeCL wgpu: Vulkan / Metal / WebGPU, the best adapter found.
+    Wgpu,
+}
+
+/// The backend asked for cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The name is not a backend.
+    #[error("unknown backend '{0}': choose one of flex, ndarray, tch, cuda, wgpu")]
+    Unknown(String),
+    /// The backend exists but this binary was built without it.
+    #[error(
+        "backend '{name}' is not compiled into this binary (compiled: {compiled}); rebuild with the cargo feature `{name}` (e.g. `cargo xtask <task> --backend {name}`)"
+    )]
+    NotCompiled {
+        /// The backend's name, which is also its feature.
+        name: &'static str,
+        /// The backends that are compiled in.
+        compiled: String,
+    },
+}
+
+impl BackendKind {
+    /// Every backend, in order of preference for a CPU-only default.
+    pub const ALL: [BackendKind; 5] =
+        [Self::Flex, Self::Ndarray, Self::Tch, Self::Cuda, Self::Wgpu];
+
+    /// The name on the command line, which is also the cargo feature.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Tch => "tch",
+            Self::Cuda => "cuda",
+            Self::Wgpu => "wgpu",
+        }
+    }
+
+    /// Parses a backend name (case-insensitive; `libtorch` and `torch` mean `tch`).
+    pub fn parse(name: &str) -> Result<Self, BackendError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "flex" => Ok(Self::Flex),
+            "ndarray" => Ok(Self::Ndarray),
+            "tch" | "libtorch" | "torch" => Ok(Self::Tch),
+            "cuda" => Ok(Self::Cuda),
+            "wgpu" => Ok(Self::Wgpu),
+            _ => Err(BackendError::Unknown(name.to_string())),
+        }
+    }
+
+    /// Whether this binary was built with the backend's feature.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Self::Flex => cfg!(feature = "flex"),
+            Self::Ndarray => cfg!(feature = "ndarray"),
+            Self::Tch => cfg!(feature = "tch"),
+            Self::Cuda => cfg!(feature = "cuda"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The backends compiled into this binary.
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|b| b.is_compiled()).collect()
+    }
+
+    /// The backend used when none is named: `STRATA_BACKEND` if set, else the first compiled one.
+    pub fn from_env_or_default() -> Result<Self, BackendError> {
+        match std::env::var(BACKEND_ENV) {
+            Ok(name) if !name.trim().is_empty() => Self::parse(&name),
+            _ => Ok(Self::compiled().first().copied().unwrap_or(Self::Flex)),
+        }
+    }
+
+    /// The device (without autodiff) of this backend. `index` picks the GPU for `cuda`, and
+    /// for `tch` selects LibTorch's CUDA device `index` (`None` is LibTorch on the CPU).
+    pub fn device(self, index: Option<usize>) -> Result<Device, BackendError> {
+        if !self.is_compiled() {
+            return Err(BackendError::NotCompiled {
+                name: self.name(),
+                compiled: Self::compiled()
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let _ = index;
+        Ok(match self {
+            #[cfg(feature = "flex")]
+            Self::Flex => Device::flex(),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            // burn-ndarray is deprecated in 0.22 but still a supported backend here
+            Self::Ndarray => Device::ndarray(),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)]
+            // burn-tch is deprecated in 0.22 but still a supported backend here
+            Self::Tch => match index {
+                Some(i) => Device::libtorch_cuda(i),
+                None => Device::libtorch(),
+            },
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Device::cuda(index.unwrap_or(0)),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[allow(unreachable_patterns)] // reached only for backends not compiled in
+            _ => unreachable!("is_compiled() checked above"),
+        })
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Resolves `--backend` (or `STRATA_BACKEND`, or the default) and `--device-index` to a device.
+pub fn select_device(
+    backend: Option<&str>,
+    index: Option<usize>,
+) -> Result<(BackendKind, Device), BackendError> {
+    let kind = match backend {
+        Some(name) => BackendKind::parse(name)?,
+        None => BackendKind::from_env_or_default()?,
+    };
+    Ok((kind, kind.device(index)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for b in BackendKind::ALL {
+            assert_eq!(BackendKind::parse(b.name()), Ok(b));
+        }
+        assert_eq!(BackendKind::parse("LibTorch"), Ok(BackendKind::Tch));
+    }
+
+    #[test]
+    fn unknown_backend_lists_the_choices() {
+        let err = BackendKind::parse("cpu-fast").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown backend 'cpu-fast': choose one of flex, ndarray, tch, cuda, wgpu"
+        );
+    }
+
+    #[test]
+    fn missing_backend_names_its_feature() {
+        let missing = BackendKind::ALL
+            .into_iter()
+            .find(|b| !b.is_compiled())
+            .expect("the test build never compiles every backend");
+        let err = missing.device(None).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("cargo feature `{}`", missing.name())),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn compiled_backend_gives_a_device() {
+        let first = BackendKind::compiled()[0];
+        assert!(first.device(None).is_ok());
+    }
+}

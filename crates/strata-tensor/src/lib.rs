@@ -1,0 +1,26 @@
+//! The backend-agnostic layer of Strata.
+//!
+//! - [`backend`]: which Burn backends are compiled in (cargo features `flex`, `ndarray`, `tch`,
+//!   `cuda`, `wgpu`) and picking one at run time by name;
+//! - [`seed`]: one call that makes a run reproducible on a backend;
+//! - [`ops`]: accuracy, arg-max, top-k and parameter counts;
+//! - [`weights`]: `.safetensors` export and import over burn-store;
+//! - [`fsutil`]: atomic file writes.
+//!
+//! `burn` itself is re-exported so that crates deriving `Module`/`Config` through Strata see
+//! the same version.
+
+pub use burn;
+
+pub mod backend;
+pub mod fsutil;
+pub mod ops;
+pub mod weights;
+
+pub use backend::{BackendError, BackendKind, select_device};
+
+/// Seeds the backend's random number generator (parameter initialisation, dropout, random
+/// tensors). Data order is seeded separately, by the data loader.
+pub fn seed(device: &burn::tensor::Device, seed: u64) {
+    device.seed(seed);
+}

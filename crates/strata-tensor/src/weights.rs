@@ -1,0 +1,63 @@
+//! Weight files: `.safetensors` export/import through burn-store, written atomically.
+//!
+//! Keys are the module's field paths (`conv1.weight`, `fc1.bias`, ...). burn-store writes to a
+//! scratch file and renames it into place, so a failed save never leaves a partial file.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+
+/// Errors while saving or loading weights.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file could not be written.
+    #[error("cannot save weights to {path}: {why}")]
+    Save {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// The file could not be read, or does not fit the model.
+    #[error("cannot load weights from {path}: {why}")]
+    Load {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Saves `module`'s parameters to a `.safetensors` file (replacing it atomically).
+pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
+    let mut store = SafetensorsStore::from_file(path).overwrite(true);
+    module
+        .save_into(&mut store)
+        .map_err(|e| WeightsError::Save {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
+}
+
+/// Loads a `.safetensors` file into `module`; every parameter must be present.
+pub fn load_safetensors<M: Module>(mut module: M, path: &Path) -> Result<M, WeightsError> {
+    let err = |why: String| WeightsError::Load {
+        path: path.display().to_string(),
+        why,
+    };
+    if !path.is_file() {
+        return Err(err("no such file".into()));
+    }
+    let mut store = SafetensorsStore::from_file(path);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| err(e.to_string()))?;
+    if !result.missing.is_empty() {
+        return Err(err(format!("missing tensors {:?}", result.missing)));
+    }
+    if !result.errors.is_empty() {
+        return Err(err(format!("{:?}", result.errors)));
+    }
+    Ok(module)
+}

@@ -1,0 +1,121 @@
+//! LeNet-5 (LeCun, Bottou, Bengio and Haffner, "Gradient-based learning applied to document
+//! recognition", 1998), in its common modern form: conv 5×5 ×6 (padding 2 on 28×28 input, as
+//! the paper's 32×32 frame) → ReLU → pool 2 → conv 5×5 ×16 → ReLU → pool 2 → fc 120 → ReLU →
+//! fc 84 → ReLU → fc 10. About 61 k parameters.
+//!
+//! ```text
+//! cargo xtask train-vision --model lenet5
+//! ```
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+
+use super::ModelError;
+use super::layers::{Pool2d, PoolKind, conv_out, pool_out};
+
+/// Configuration of [`LeNet5`].
+#[derive(Config, Debug)]
+pub struct LeNet5Config {
+    /// Channels of the input images.
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Height and width of the (square) input images.
+    #[config(default = 28)]
+    pub image_size: usize,
+    /// Number of classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Output channels of the two convolutions.
+    #[config(default = "[6, 16]")]
+    pub channels: [usize; 2],
+    /// Kernel size of both convolutions.
+    #[config(default = 5)]
+    pub kernel_size: usize,
+    /// Stride of both convolutions.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Zero padding of the first convolution (2 turns 28×28 into the paper's 32×32 frame).
+    #[config(default = 2)]
+    pub padding: usize,
+    /// Pooling after each convolution (`Avg` is the paper's subsampling).
+    #[config(default = "PoolKind::Max")]
+    pub pool: PoolKind,
+    /// Window (and stride) of both poolings.
+    #[config(default = 2)]
+    pub pool_size: usize,
+    /// Widths of the two hidden fully connected layers.
+    #[config(default = "[120, 84]")]
+    pub hidden: [usize; 2],
+}
+
+/// LeNet-5. See the module docs for the layer stack.
+#[derive(Module, Debug)]
+pub struct LeNet5 {
+    /// First convolution (the learned filters).
+    pub conv1: Conv2d,
+    /// Second convolution.
+    pub conv2: Conv2d,
+    pool: Pool2d,
+    /// First hidden layer.
+    pub fc1: Linear,
+    /// Second hidden layer.
+    pub fc2: Linear,
+    /// Output layer (logits).
+    pub fc3: Linear,
+    act: Relu,
+}
+
+impl LeNet5Config {
+    /// Features entering `fc1`, or an error when the image is too small.
+    pub fn flat_features(&self) -> Result<usize, ModelError> {
+        let side = conv_out(self.image_size, self.kernel_size, self.stride, self.padding)
+            .and_then(|s| pool_out(s, self.pool_size))
+            .and_then(|s| conv_out(s, self.kernel_size, self.stride, 0))
+            .and_then(|s| pool_out(s, self.pool_size))
+            .filter(|&s| s > 0)
+            .ok_or_else(|| {
+                ModelError::Config(format!(
+                    "lenet5: a {0}×{0} image is too small for kernel {1}, stride {2}, padding {3} and pooling {4}",
+                    self.image_size, self.kernel_size, self.stride, self.padding, self.pool_size
+                ))
+            })?;
+        Ok(self.channels[1] * side * side)
+    }
+
+    /// Builds the network with fresh weights on `device`.
+    pub fn init(&self, device: &Device) -> Result<LeNet5, ModelError> {
+        let flat = self.flat_features()?;
+        let k = [self.kernel_size, self.kernel_size];
+        let s = [self.stride, self.stride];
+        let p = self.padding;
+        Ok(LeNet5 {
+            conv1: Conv2dConfig::new([self.in_channels, self.channels[0]], k)
+                .with_stride(s)
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .init(device),
+            conv2: Conv2dConfig::new([self.channels[0], self.channels[1]], k)
+                .with_stride(s)
+                .init(device),
+            pool: Pool2d::new(self.pool, self.pool_size),
+            fc1: LinearConfig::new(flat, self.hidden[0]).init(device),
+            fc2: LinearConfig::new(self.hidden[0], self.hidden[1]).init(device),
+            fc3: LinearConfig::new(self.hidden[1], self.num_classes).init(device),
+            act: Relu::new(),
+        })
+    }
+}
+
+impl LeNet5 {
+    /// Class logits of `images` (`[batch, channels, size, size]`) → `[batch, classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self
+            .pool
+            .forward(self.act.forward(self.conv1.forward(images)));
+        let x = self.pool.forward(self.act.forward(self.conv2.forward(x)));
+        let x = x.flatten::<2>(1, 3);
+        let x = self.act.forward(self.fc1.forward(x));
+        let x = self.act.forward(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}

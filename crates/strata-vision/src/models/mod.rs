@@ -1,0 +1,219 @@
+//! Image classifiers: the simple CNN and LeNet-5, and [`VisionNet`], the one type the trainer
+//! and the CLI handle whichever of them was chosen.
+
+pub mod layers;
+pub mod lenet5;
+pub mod simple_cnn;
+
+use burn::nn::conv::Conv2d;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use serde::{Deserialize, Serialize};
+
+pub use layers::{Pool2d, PoolKind};
+pub use lenet5::{LeNet5, LeNet5Config};
+pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
+
+use crate::data::ImageBatch;
+
+/// A model cannot be built as configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// The model name is unknown.
+    #[error("unknown model '{0}': choose simple-cnn or lenet5")]
+    Unknown(String),
+}
+
+/// Which architecture, with its configuration (what `config.json` stores under `"model"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "architecture", rename_all = "kebab-case")]
+pub enum VisionConfig {
+    /// [`SimpleCnn`].
+    SimpleCnn(SimpleCnnConfig),
+    /// [`LeNet5`].
+    Lenet5(LeNet5Config),
+}
+
+impl VisionConfig {
+    /// The default configuration of a model named on the command line (`simple-cnn`, `lenet5`),
+    /// for `in_channels`-channel square images of side `image_size` in `num_classes` classes.
+    pub fn named(
+        name: &str,
+        in_channels: usize,
+        image_size: usize,
+        num_classes: usize,
+    ) -> Result<Self, ModelError> {
+        match name.to_ascii_lowercase().replace('_', "-").as_str() {
+            "simple-cnn" | "simplecnn" | "cnn" => Ok(Self::SimpleCnn(
+                SimpleCnnConfig::new()
+                    .with_in_channels(in_channels)
+                    .with_image_size(image_size)
+                    .with_num_classes(num_classes),
+            )),
+            "lenet5" | "lenet-5" | "lenet" => Ok(Self::Lenet5(
+                LeNet5Config::new()
+                    .with_in_channels(in_channels)
+                    .with_image_size(image_size)
+                    .with_num_classes(num_classes),
+            )),
+            _ => Err(ModelError::Unknown(name.to_string())),
+        }
+    }
+
+    /// The `model_type` written to `config.json`.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            Self::SimpleCnn(_) => "strata-simple-cnn",
+            Self::Lenet5(_) => "strata-lenet5",
+        }
+    }
+
+    /// Input channels and image side the model expects.
+    pub fn input(&self) -> (usize, usize) {
+        match self {
+            Self::SimpleCnn(c) => (c.in_channels, c.image_size),
+            Self::Lenet5(c) => (c.in_channels, c.image_size),
+        }
+    }
+
+    /// Builds the model with fresh weights.
+    pub fn init(&self, device: &Device) -> Result<VisionNet, ModelError> {
+        Ok(match self {
+            Self::SimpleCnn(c) => VisionNet::SimpleCnn(c.init(device)?),
+            Self::Lenet5(c) => VisionNet::Lenet5(c.init(device)?),
+        })
+    }
+}
+
+/// One of the image classifiers.
+#[derive(Module, Debug)]
+pub enum VisionNet {
+    /// The simple CNN.
+    SimpleCnn(SimpleCnn),
+    /// LeNet-5.
+    Lenet5(LeNet5),
+}
+
+impl VisionNet {
+    /// Class logits, `[batch, channels, h, w]` → `[batch, classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::SimpleCnn(m) => m.forward(images),
+            Self::Lenet5(m) => m.forward(images),
+        }
+    }
+
+    /// The first convolution, whose kernels and feature maps are shown as pictures.
+    pub fn first_conv(&self) -> &Conv2d {
+        match self {
+            Self::SimpleCnn(m) => &m.conv1,
+            Self::Lenet5(m) => &m.conv1,
+        }
+    }
+
+    /// Logits, cross-entropy loss and targets of a batch.
+    pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {
+        let logits = self.forward(batch.images);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), batch.targets.clone());
+        ClassificationOutput::new(loss, logits, batch.targets)
+    }
+}
+
+impl TrainStep for VisionNet {
+    type Input = ImageBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
+        let out = self.forward_classification(batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+}
+
+impl InferenceStep for VisionNet {
+    type Input = ImageBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
+        self.forward_classification(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        strata_tensor::BackendKind::compiled()[0]
+            .device(None)
+            .unwrap()
+    }
+
+    #[test]
+    fn simple_cnn_shapes_and_size() {
+        let cfg = VisionConfig::named("simple-cnn", 1, 28, 10).unwrap();
+        let net = cfg.init(&device()).unwrap();
+        // conv1 320 + conv2 18,496 + fc1 1,179,776 + fc2 1,290 (the Keras example's count).
+        assert_eq!(net.num_params(), 1_199_882);
+        let out = net.forward(Tensor::zeros([3, 1, 28, 28], &device()));
+        assert_eq!(out.dims(), [3, 10]);
+    }
+
+    #[test]
+    fn lenet5_shapes_and_size() {
+        let net = VisionConfig::named("lenet5", 1, 28, 10)
+            .unwrap()
+            .init(&device())
+            .unwrap();
+        assert_eq!(net.num_params(), 61_706);
+        assert_eq!(
+            net.forward(Tensor::zeros([2, 1, 28, 28], &device())).dims(),
+            [2, 10]
+        );
+    }
+
+    #[test]
+    fn stride_padding_and_pooling_are_configurable() {
+        let cfg = SimpleCnnConfig::new()
+            .with_stride(2)
+            .with_padding(1)
+            .with_pool(PoolKind::Avg)
+            .with_channels([8, 16]);
+        // 28 → 14 → 7 → pool 3: 16·3·3 features.
+        assert_eq!(cfg.flat_features().unwrap(), 144);
+        let net = cfg.init(&device()).unwrap();
+        assert_eq!(
+            net.forward(Tensor::zeros([1, 1, 28, 28], &device())).dims(),
+            [1, 10]
+        );
+        let colour = LeNet5Config::new()
+            .with_in_channels(3)
+            .with_image_size(32)
+            .with_padding(0);
+        assert_eq!(colour.flat_features().unwrap(), 16 * 5 * 5);
+    }
+
+    #[test]
+    fn impossible_configs_are_errors() {
+        let err = SimpleCnnConfig::new()
+            .with_image_size(4)
+            .init(&device())
+            .unwrap_err();
+        assert!(err.to_string().contains("too small"), "{err}");
+        assert!(matches!(
+            VisionConfig::named("resnet", 1, 28, 10),
+            Err(ModelError::Unknown(_))
+        ));
+        assert!(
+            SimpleCnnConfig::new()
+                .with_dropout_fc(1.0)
+                .init(&device())
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The "simple CNN" of the Keras MNIST example and countless lectures:
+//! conv 3×3 ×32 → ReLU → conv 3×3 ×64 → ReLU → max-pool 2 → dropout 0.25 → fc 128 → ReLU →
+//! dropout 0.5 → fc 10. About 1.2 M parameters; ≥ 99 % on MNIST after a few epochs of Adam.
+//!
+//! ```text
+//! cargo xtask train-vision --model simple-cnn --dataset mnist
+//! ```
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+
+use super::ModelError;
+use super::layers::{Pool2d, PoolKind, conv_out, pool_out};
+
+/// Configuration of [`SimpleCnn`]; the defaults are the classic network for 28×28 grey images.
+#[derive(Config, Debug)]
+pub struct SimpleCnnConfig {
+    /// Channels of the input images (1 for grey, 3 for colour).
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Height and width of the (square) input images.
+    #[config(default = 28)]
+    pub image_size: usize,
+    /// Number of classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Output channels of the two convolutions.
+    #[config(default = "[32, 64]")]
+    pub channels: [usize; 2],
+    /// Kernel size of both convolutions.
+    #[config(default = 3)]
+    pub kernel_size: usize,
+    /// Stride of both convolutions.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Zero padding on each side of both convolutions.
+    #[config(default = 0)]
+    pub padding: usize,
+    /// Pooling after the second convolution.
+    #[config(default = "PoolKind::Max")]
+    pub pool: PoolKind,
+    /// Window (and stride) of the pooling.
+    #[config(default = 2)]
+    pub pool_size: usize,
+    /// Width of the hidden fully connected layer.
+    #[config(default = 128)]
+    pub hidden: usize,
+    /// Dropout after the pooling.
+    #[config(default = 0.25)]
+    pub dropout_conv: f64,
+    /// Dropout before the last layer.
+    #[config(default = 0.5)]
+    pub dropout_fc: f64,
+}
+
+/// The simple CNN. See the module docs for the layer stack.
+#[derive(Module, Debug)]
+pub struct SimpleCnn {
+    /// First convolution (the "learned filters" the lecture shows).
+    pub conv1: Conv2d,
+    /// Second convolution.
+    pub conv2: Conv2d,
+    pool: Pool2d,
+    dropout_conv: Dropout,
+    /// Hidden fully connected layer.
+    pub fc1: Linear,
+    dropout_fc: Dropout,
+    /// Output layer (logits).
+    pub fc2: Linear,
+    act: Relu,
+}
+
+impl SimpleCnnConfig {
+    /// Features entering `fc1` (channels × height × width after the pooling), or an error when
+    /// the image is too small for the kernels, strides and pooling asked for.
+    pub fn flat_features(&self) -> Result<usize, ModelError> {
+        let side = conv_out(self.image_size, self.kernel_size, self.stride, self.padding)
+            .and_then(|s| conv_out(s, self.kernel_size, self.stride, self.padding))
+            .and_then(|s| pool_out(s, self.pool_size))
+            .filter(|&s| s > 0)
+            .ok_or_else(|| {
+                ModelError::Config(format!(
+                    "simple-cnn: a {0}×{0} image is too small for kernel {1}, stride {2}, padding {3} and pooling {4}",
+                    self.image_size, self.kernel_size, self.stride, self.padding, self.pool_size
+                ))
+            })?;
+        Ok(self.channels[1] * side * side)
+    }
+
+    /// Builds the network with fresh weights on `device`.
+    pub fn init(&self, device: &Device) -> Result<SimpleCnn, ModelError> {
+        let flat = self.flat_features()?;
+        for p in [self.dropout_conv, self.dropout_fc] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(ModelError::Config(format!("dropout {p} must be in [0, 1)")));
+            }
+        }
+        let conv = |c_in, c_out| {
+            Conv2dConfig::new([c_in, c_out], [self.kernel_size, self.kernel_size])
+                .with_stride([self.stride, self.stride])
+                .with_padding(PaddingConfig2d::Explicit(
+                    self.padding,
+                    self.padding,
+                    self.padding,
+                    self.padding,
+                ))
+                .init(device)
+        };
+        Ok(SimpleCnn {
+            conv1: conv(self.in_channels, self.channels[0]),
+            conv2: conv(self.channels[0], self.channels[1]),
+            pool: Pool2d::new(self.pool, self.pool_size),
+            dropout_conv: DropoutConfig::new(self.dropout_conv).init(),
+            fc1: LinearConfig::new(flat, self.hidden).init(device),
+            dropout_fc: DropoutConfig::new(self.dropout_fc).init(),
+            fc2: LinearConfig::new(self.hidden, self.num_classes).init(device),
+            act: Relu::new(),
+        })
+    }
+}
+
+impl SimpleCnn {
+    /// Class logits of `images` (`[batch, channels, size, size]`, normalised) → `[batch, classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.act.forward(self.conv1.forward(images));
+        let x = self.act.forward(self.conv2.forward(x));
+        let x = self.dropout_conv.forward(self.pool.forward(x));
+        let x = x.flatten::<2>(1, 3);
+        let x = self
+            .dropout_fc
+            .forward(self.act.forward(self.fc1.forward(x)));
+        self.fc2.forward(x)
+    }
+}
