@@ -184,7 +184,7 @@ pub fn checkpoint_epochs(artifact_dir: &Path) -> Vec<usize> {
 /// Trains a classifier: Adam, cross-entropy loss and accuracy on both splits, a checkpoint per
 /// epoch under `artifact_dir/checkpoint`, the best validation epoch kept.
 ///
-/// `model` must have been initialised on the training device (seeded by the caller); the
+/// `model` must have been initialised on the autodiff training device (seeded by the caller); the
 /// dataloaders are moved to the right devices by burn-train.
 pub fn fit<M, I>(
     model: M,

@@ -7,6 +7,7 @@
 //! - [`viz`]: `filters.png` and `feature-maps.png`;
 //! - [`job`]: the `train-vision` and `predict-vision` jobs behind the CLI.
 
+pub mod bench;
 pub mod data;
 pub mod idx;
 pub mod job;

@@ -1,0 +1,76 @@
+//! `strata bench NAME`: our side of `cargo xtask bench NAME` (the xtask adds the PyTorch
+//! baseline). The last stdout line is `{"bench", "backend", "value", "unit", ...}`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use strata_vision::bench::cnn_train_throughput;
+use strata_vision::mnist::{MnistKind, MnistSplits};
+
+use crate::{BackendArgs, Format};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Benchmark: cnn-train.
+    name: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Root that holds the datasets.
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    if args.name != "cnn-train" {
+        return Err(format!(
+            "unknown benchmark '{}': choose cnn-train",
+            args.name
+        ));
+    }
+    if args.batch_size == 0 || args.steps == 0 {
+        return Err("--batch-size and --steps must be at least 1".into());
+    }
+    let (backend, device) = crate::device(&args.backend)?;
+    let splits = MnistSplits::load(MnistKind::Mnist, args.data_dir.as_deref(), 0)
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "cnn-train: simple CNN, batch {}, Adam, {} warm-up + {} timed steps, backend {backend}, {} threads",
+        args.batch_size,
+        args.warmup,
+        args.steps,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let t = cnn_train_throughput(
+        &splits.train,
+        &device,
+        args.batch_size,
+        args.warmup,
+        args.steps,
+    );
+    let json = serde_json::json!({
+        "bench": "cnn-train",
+        "backend": backend.name(),
+        "value": (t.images_per_s * 10.0).round() / 10.0,
+        "unit": "img/s",
+        "batch_size": args.batch_size,
+        "steps": t.steps,
+        "seconds": t.seconds,
+    });
+    match args.format {
+        Format::Json => println!("{json}"),
+        Format::Text => println!("cnn-train [{backend}]: {:.1} img/s", t.images_per_s),
+    }
+    Ok(())
+}
