@@ -63,7 +63,7 @@ struct TrainVisionArgs {
     #[arg(long, default_value = "simple-cnn")]
     model: String,
     /// Epochs to train.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Images per batch.
     #[arg(long, default_value_t = 64)]

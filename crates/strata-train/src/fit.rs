@@ -1,7 +1,7 @@
 //! [`fit`]: supervised training with burn-train's `SupervisedTraining`, plus the things every
 //! Strata job wants around it — an artifact dir checked before the first batch, a checkpoint per
-//! epoch and `--resume` from the last one, early stopping, an LR schedule, the best epoch's
-//! weights at the end, and `metrics.json` / `curves.png` kept up to date after every epoch.
+//! epoch and `--resume` from the last one, early stopping (restoring the best epoch), an LR schedule,
+//! the weights at the end, and `metrics.json` / `curves.png` kept up to date after every epoch.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,7 +145,7 @@ pub enum FitError {
 /// A trained model and its history.
 #[derive(Debug)]
 pub struct Fitted<M> {
-    /// The weights of the best epoch (lowest validation loss), or of the last one.
+    /// The weights of the last epoch, or with early stopping of the best one (lowest validation loss).
     pub model: M,
     /// The history, as written to `metrics.json`.
     pub metrics: Metrics,
@@ -181,8 +181,43 @@ pub fn checkpoint_epochs(artifact_dir: &Path) -> Vec<usize> {
     epochs
 }
 
+impl FitConfig {
+    /// Checks the settings that can be checked before any data is read.
+    pub fn validate(&self) -> Result<(), FitError> {
+        if self.epochs == 0 {
+            return Err(FitError::Invalid("--epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(FitError::Invalid("--batch-size must be at least 1".into()));
+        }
+        if !(self.lr > 0.0 && self.lr <= 1.0) {
+            return Err(FitError::Invalid(format!(
+                "--lr {} is out of range: use a learning rate in (0, 1]",
+                self.lr
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The epoch `--resume` continues from: the last complete checkpoint in `artifact_dir`, which
+/// must be below `epochs`.
+pub fn resume_epoch(artifact_dir: &Path, epochs: usize) -> Result<usize, FitError> {
+    let last = *checkpoint_epochs(artifact_dir)
+        .last()
+        .ok_or_else(|| FitError::NoCheckpoint(checkpoint_dir(artifact_dir)))?;
+    if last >= epochs {
+        return Err(FitError::AlreadyDone {
+            dir: artifact_dir.to_path_buf(),
+            done: last,
+            epochs,
+        });
+    }
+    Ok(last)
+}
+
 /// Trains a classifier: Adam, cross-entropy loss and accuracy on both splits, a checkpoint per
-/// epoch under `artifact_dir/checkpoint`, the best validation epoch kept.
+/// epoch under `artifact_dir/checkpoint` (the last and the best validation epoch are kept).
 ///
 /// `model` must have been initialised on the autodiff training device (seeded by the caller); the
 /// dataloaders are moved to the right devices by burn-train.
@@ -201,15 +236,7 @@ where
         + 'static,
     I: Send + Clone + std::fmt::Debug + 'static,
 {
-    if config.epochs == 0 {
-        return Err(FitError::Invalid("--epochs must be at least 1".into()));
-    }
-    if !(config.lr > 0.0 && config.lr <= 1.0) {
-        return Err(FitError::Invalid(format!(
-            "--lr {} is out of range: use a learning rate in (0, 1]",
-            config.lr
-        )));
-    }
+    config.validate()?;
     strata_tensor::fsutil::ensure_writable_dir(artifact_dir).map_err(|source| {
         FitError::ArtifactDir {
             dir: artifact_dir.to_path_buf(),
@@ -217,17 +244,7 @@ where
         }
     })?;
     let resume_from = if config.resume {
-        let last = *checkpoint_epochs(artifact_dir)
-            .last()
-            .ok_or_else(|| FitError::NoCheckpoint(checkpoint_dir(artifact_dir)))?;
-        if last >= config.epochs {
-            return Err(FitError::AlreadyDone {
-                dir: artifact_dir.to_path_buf(),
-                done: last,
-                epochs: config.epochs,
-            });
-        }
-        Some(last)
+        Some(resume_epoch(artifact_dir, config.epochs)?)
     } else {
         // A fresh run: stale checkpoints and metric logs of an earlier run would mix in.
         for sub in ["checkpoint", "train", "valid"] {
@@ -326,7 +343,11 @@ where
         .min_by(|a, b| a.valid_loss.partial_cmp(&b.valid_loss).expect("finite"))
         .map(|r| r.epoch);
     let mut model = result.model;
-    if let Some(best) = metrics.best_epoch.filter(|&b| b != last) {
+    // With early stopping, the weights kept are those of the best epoch (Keras'
+    // `restore_best_weights`); otherwise the last epoch's, as a plain PyTorch loop returns.
+    if config.patience.is_some()
+        && let Some(best) = metrics.best_epoch.filter(|&b| b != last)
+    {
         let path = checkpoint_dir(artifact_dir).join(format!("model-{best}.bpk"));
         model = model.try_load_file(&path).map_err(|e| {
             FitError::Training(format!(

@@ -12,6 +12,7 @@ pub mod fit;
 pub mod metrics;
 pub mod plot;
 pub mod progress;
+pub mod testing;
 
 pub use fit::{FitConfig, FitError, Fitted, LrSchedule, fit};
 pub use metrics::{EpochRecord, Metrics};

@@ -37,7 +37,7 @@ pub struct Metrics {
     pub seed: u64,
     /// One record per finished epoch.
     pub history: Vec<EpochRecord>,
-    /// Epoch whose weights were kept (the best validation loss), if any.
+    /// Epoch with the lowest validation loss (its weights are kept when early stopping is on).
     pub best_epoch: Option<usize>,
     /// Whether early stopping ended the run before the last epoch.
     pub stopped_early: bool,

@@ -277,7 +277,29 @@ impl TrainingProgressLogger for ProgressRenderer {
     }
 
     fn update_split(&mut self, items_processed: usize) {
+        let before = self.split.done;
         self.split.done = items_processed;
+        if !self.interactive && self.split.name == "train" && self.split.total > 0 {
+            // Logs get a line at every quarter of the epoch instead of a bar.
+            let quarter = |n: usize| n * 4 / self.split.total;
+            if quarter(items_processed) > quarter(before) && items_processed < self.split.total {
+                let secs = self
+                    .split
+                    .started
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                let rate = items_processed as f64 / secs.max(1e-9);
+                let (sum, n) = self.split.loss;
+                eprintln!(
+                    "epoch {}/{} train: {}/{} items, {rate:.0} items/s, eta {:.0}s, loss {:.4}",
+                    self.epoch,
+                    self.total_epochs,
+                    items_processed,
+                    self.split.total,
+                    (self.split.total - items_processed) as f64 / rate.max(1e-9),
+                    sum / n.max(1) as f64
+                );
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(items_processed as u64);
             let (sum, n) = self.split.loss;
@@ -297,13 +319,7 @@ impl TrainingProgressLogger for ProgressRenderer {
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
         if self.split.name == "train" {
             self.train_seconds = elapsed;
-            self.train_items = self.split.done.max(self.split.total.min(self.split.done));
-        }
-        if !self.interactive && self.split.name == "train" {
-            eprintln!(
-                "epoch {}/{} train: {} items in {:.1}s",
-                self.epoch, self.total_epochs, self.split.done, elapsed
-            );
+            self.train_items = self.split.done;
         }
     }
 

@@ -192,9 +192,6 @@ pub fn train_vision(
     device: &Device,
 ) -> Result<TrainVisionReport, JobError> {
     let started = Instant::now();
-    if opts.batch_size == 0 {
-        return Err(JobError::Invalid("--batch-size must be at least 1".into()));
-    }
     let dir = &opts.artifact_dir;
     ensure_writable_dir(dir).map_err(|e| {
         JobError::Artifact(format!(
@@ -202,6 +199,23 @@ pub fn train_vision(
             dir.display()
         ))
     })?;
+    let model_type = VisionConfig::named(&opts.model, 1, 28, 10)?.model_type();
+    let fit_config = FitConfig {
+        epochs: opts.epochs,
+        batch_size: opts.batch_size,
+        lr: opts.lr,
+        schedule: opts.schedule,
+        weight_decay: None,
+        patience: opts.patience,
+        resume: opts.resume,
+        seed: opts.seed,
+        backend: opts.backend.clone(),
+        model_type: model_type.to_string(),
+    };
+    fit_config.validate()?;
+    if opts.resume {
+        strata_train::fit::resume_epoch(dir, opts.epochs)?;
+    }
     let mut splits = MnistSplits::load(opts.dataset, opts.data_dir.as_deref(), opts.valid_size)?;
     if let Some(limit) = opts.train_limit {
         let n = limit.clamp(1, splits.train.len());
@@ -288,18 +302,6 @@ pub fn train_vision(
         device,
     );
 
-    let fit_config = FitConfig {
-        epochs: opts.epochs,
-        batch_size: opts.batch_size,
-        lr: opts.lr,
-        schedule: opts.schedule,
-        weight_decay: None,
-        patience: opts.patience,
-        resume: opts.resume,
-        seed: opts.seed,
-        backend: opts.backend.clone(),
-        model_type: artifact.model_type.clone(),
-    };
     let fitted = fit(model, dir, train, valid, &fit_config)?;
     let model = fitted.model.valid();
     let score = evaluate(&model, &test)

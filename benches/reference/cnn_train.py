@@ -1,0 +1,113 @@
+"""PyTorch baseline of `cargo xtask bench cnn-train`.
+
+The same simple CNN as strata-vision (conv 3x3 x32 -> ReLU -> conv 3x3 x64 -> ReLU -> max-pool 2
+-> dropout 0.25 -> fc 128 -> ReLU -> dropout 0.5 -> fc 10), batch 64 of normalised MNIST
+images, cross-entropy, Adam(lr=1e-3); batches are built from the uint8 images inside the timed
+loop, as Strata does. Runs on the CPU with as many threads as the machine has cores.
+
+    ~/.cache/strata/venv/bin/python benches/reference/cnn_train.py [--steps 50] [--warmup 10]
+
+The last stdout line is {"bench": "cnn-train", "backend": "pytorch", "value": img/s, ...}.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import struct
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def read_idx(path):
+    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndims = struct.unpack(">HBB", data[:4])
+    assert zero == 0 and dtype == 8, f"{path}: not an IDX file of bytes"
+    dims = struct.unpack(">" + "I" * ndims, data[4 : 4 + 4 * ndims])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
+
+
+def find_mnist(data_dir):
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(d, "mnist") for d in (data_dir, os.environ.get("STRATA_DATA_DIR")) if d]
+    candidates.append(os.path.join(here, "..", "..", "datasets", "mnist"))
+    for c in candidates:
+        if os.path.isfile(os.path.join(c, "train-images-idx3-ubyte.gz")):
+            return c
+    raise SystemExit(f"error: MNIST not found in {candidates}")
+
+
+class SimpleCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.dropout_conv = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(64 * 12 * 12, 128)
+        self.dropout_fc = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = self.dropout_conv(self.pool(x)).flatten(1)
+        x = self.dropout_fc(torch.relu(self.fc1(x)))
+        return self.fc2(x)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    d = find_mnist(args.data_dir)
+    images = read_idx(os.path.join(d, "train-images-idx3-ubyte.gz"))
+    labels = read_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"))
+    model = SimpleCnn().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    bs = args.batch_size
+    n_batches = len(images) // bs
+
+    def step(i):
+        s = (i % n_batches) * bs
+        x = torch.from_numpy(images[s : s + bs].astype(np.float32)).unsqueeze(1)
+        x = (x / 255.0 - 0.1307) / 0.3081
+        y = torch.from_numpy(labels[s : s + bs].astype(np.int64))
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for i in range(args.warmup):
+        step(i).item()
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        loss = step(args.warmup + i)
+    loss.item()
+    secs = time.perf_counter() - t0
+    print(json.dumps({
+        "bench": "cnn-train",
+        "backend": "pytorch",
+        "value": round(args.steps * bs / secs, 1),
+        "unit": "img/s",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+//! The `strata` binary's errors: one line on stderr, a non-zero exit, nothing half-written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args)
+        .env_remove("STRATA_BACKEND")
+        .env_remove("STRATA_DATA_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run strata")
+}
+
+/// Asserts a failed run whose stderr is one `error: ...` line containing `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn unknown_backend() {
+    let out = strata(&["train-vision", "--backend", "tpu"], &[]);
+    assert_one_line_error(
+        &out,
+        "unknown backend 'tpu': choose one of flex, ndarray, tch, cuda, wgpu",
+    );
+}
+
+#[test]
+fn backend_not_compiled_names_its_feature() {
+    let missing = strata_tensor::BackendKind::ALL
+        .into_iter()
+        .find(|b| !b.is_compiled())
+        .unwrap();
+    let out = strata(&["train-vision", "--backend", missing.name()], &[]);
+    assert_one_line_error(
+        &out,
+        &format!("rebuild with the cargo feature `{}`", missing.name()),
+    );
+}
+
+#[test]
+fn unknown_model_and_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let out = strata(
+        &[
+            "train-vision",
+            "--model",
+            "vgg",
+            "--artifact-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "unknown model 'vgg': choose simple-cnn or lenet5");
+    let out = strata(
+        &[
+            "train-vision",
+            "--dataset",
+            "cifar",
+            "--artifact-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "unknown dataset 'cifar'");
+}
+
+#[test]
+fn missing_dataset_says_where_to_put_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let out = strata(
+        &[
+            "train-vision",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--artifact-dir",
+            tmp.path().join("a").to_str().unwrap(),
+        ],
+        &[
+            ("STRATA_CACHE_DIR", &tmp.path().join("cache")),
+            ("STRATA_DATASET_MIRROR", Path::new("http://127.0.0.1:9/")),
+        ],
+    );
+    assert_one_line_error(&out, "dataset 'fashion-mnist' not found");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&data.join("fashion-mnist").display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn corrupt_dataset_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnist = tmp.path().join("data/mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
+    for f in strata_vision::mnist::FILES {
+        std::fs::copy(bundled.join(f), mnist.join(f)).unwrap();
+    }
+    std::fs::write(
+        mnist.join("train-labels-idx1-ubyte.gz"),
+        b"\x00\x00\x08\x01\x00\x00\x00\x05ab",
+    )
+    .unwrap();
+    let out = strata(
+        &[
+            "train-vision",
+            "--data-dir",
+            tmp.path().join("data").to_str().unwrap(),
+            "--artifact-dir",
+            tmp.path().join("a").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "train-labels-idx1-ubyte.gz is corrupt");
+}
+
+#[test]
+fn unwritable_artifact_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let out = strata(
+        &[
+            "train-vision",
+            "--artifact-dir",
+            file.join("x").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "cannot write to artifact dir");
+}
+
+#[test]
+fn resume_without_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = strata(
+        &[
+            "train-vision",
+            "--resume",
+            "--artifact-dir",
+            tmp.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "--resume: no checkpoint in");
+    assert!(!tmp.path().join("metrics.json").exists());
+    assert!(!tmp.path().join("model.safetensors").exists());
+}
+
+#[test]
+fn predict_without_a_model_or_with_a_bad_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("x.png");
+    std::fs::write(&image, b"\x89PNG broken").unwrap();
+    let out = strata(
+        &[
+            "predict-vision",
+            "--artifact-dir",
+            tmp.path().to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "config.json");
+    let out = strata(&["bench", "resnet"], &[]);
+    assert_one_line_error(&out, "unknown benchmark 'resnet'");
+}
+
+#[test]
+fn bad_numbers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let out = strata(
+        &[
+            "train-vision",
+            "--lr",
+            "5",
+            "--train-limit",
+            "64",
+            "--artifact-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "--lr 5 is out of range");
+    let out = strata(
+        &[
+            "train-vision",
+            "--schedule",
+            "warm",
+            "--artifact-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "unknown --schedule 'warm'");
+}
