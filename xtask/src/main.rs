@@ -329,13 +329,13 @@ fn strata_cache() -> PathBuf {
         })
 }
 
-/// Creates `~/.cache/strata/venv` with `torch==2.9.0` unless it is already there.
+/// Creates `~/.cache/strata/venv` with `torch==2.9.0`, numpy and safetensors unless they are there.
 fn ensure_torch_venv() -> Result<PathBuf> {
     let venv = strata_cache().join("venv");
     let python = venv.join("bin/python");
     let has_torch = |python: &Path| {
         Command::new(python)
-            .args(["-c", &format!("import torch, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') else 1)")])
+            .args(["-c", &format!("import torch, numpy, safetensors, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') else 1)")])
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -361,6 +361,7 @@ fn ensure_torch_venv() -> Result<PathBuf> {
         "--quiet",
         &format!("torch=={TORCH_VERSION}"),
         "numpy",
+        "safetensors",
     ]);
     if !status(pip)? || !has_torch(&python) {
         bail!("pip install torch=={TORCH_VERSION} failed: check that PyPI is reachable");

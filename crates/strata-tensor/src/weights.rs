@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 
 /// Errors while saving or loading weights.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +40,28 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), Weight
         })
 }
 
-/// Loads a `.safetensors` file into `module`; every parameter must be present.
-pub fn load_safetensors<M: Module>(mut module: M, path: &Path) -> Result<M, WeightsError> {
+/// Loads a `.safetensors` file written by Strata (burn key names and layouts) into `module`;
+/// every parameter must be present.
+pub fn load_safetensors<M: Module>(module: M, path: &Path) -> Result<M, WeightsError> {
+    load_from(module, path, SafetensorsStore::from_file(path))
+}
+
+/// Loads a `.safetensors` file holding a PyTorch `state_dict` (as `safetensors.torch.save_file`
+/// or Hugging Face write it) into `module`, whose field paths must match the PyTorch module
+/// names. burn-store's PyTorch adapter transposes `Linear` weights and renames norm parameters.
+pub fn load_pytorch_safetensors<M: Module>(module: M, path: &Path) -> Result<M, WeightsError> {
+    load_from(
+        module,
+        path,
+        SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter),
+    )
+}
+
+fn load_from<M: Module>(
+    mut module: M,
+    path: &Path,
+    mut store: SafetensorsStore,
+) -> Result<M, WeightsError> {
     let err = |why: String| WeightsError::Load {
         path: path.display().to_string(),
         why,
@@ -49,7 +69,6 @@ pub fn load_safetensors<M: Module>(mut module: M, path: &Path) -> Result<M, Weig
     if !path.is_file() {
         return Err(err("no such file".into()));
     }
-    let mut store = SafetensorsStore::from_file(path);
     let result = module
         .load_from(&mut store)
         .map_err(|e| err(e.to_string()))?;

@@ -156,6 +156,15 @@ pub fn checkpoint_dir(artifact_dir: &Path) -> PathBuf {
     artifact_dir.join("checkpoint")
 }
 
+/// Adam as PyTorch defines it (`betas = (0.9, 0.999)`, `eps = 1e-8`; burn's default epsilon
+/// is 1e-5), the optimizer of every Strata training run.
+pub fn adam() -> AdamConfig {
+    AdamConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-8)
+}
+
 /// Epochs with a complete checkpoint (model, optimizer and scheduler), ascending.
 pub fn checkpoint_epochs(artifact_dir: &Path) -> Vec<usize> {
     let dir = checkpoint_dir(artifact_dir);

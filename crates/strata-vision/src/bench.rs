@@ -7,7 +7,6 @@
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::train::TrainStep;
 
@@ -39,7 +38,7 @@ pub fn cnn_train_throughput(
     strata_tensor::seed(&device, 0);
     let config = VisionConfig::named("simple-cnn", 1, set.rows, 10).expect("valid default config");
     let mut model = config.init(&device).expect("valid default config");
-    let mut optim = AdamConfig::new().init();
+    let mut optim = strata_train::fit::adam().init();
     let batcher = ImageBatcher::new(set.rows, set.cols, MnistKind::Mnist.normalization());
     let batches_in_set = (set.len() / batch_size).max(1);
     let batch = |i: usize| {

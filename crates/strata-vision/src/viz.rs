@@ -102,8 +102,8 @@ pub fn filters_image(conv: &Conv2d) -> RgbImage {
     tiles.grid(8, scale)
 }
 
-/// The input image followed by the first convolution's feature maps (after ReLU) for it,
-/// 8 per row. `image` is one normalised input, `[1, channels, h, w]`.
+/// The input image (resampled to the maps' size) followed by the first convolution's feature
+/// maps (after ReLU) for it, 8 per row. `image` is one normalised input, `[1, channels, h, w]`.
 pub fn feature_maps_image(conv: &Conv2d, image: Tensor<4>) -> RgbImage {
     let maps = burn::tensor::activation::relu(conv.forward(image.clone()));
     let [_, c, h, w] = maps.dims();
@@ -111,11 +111,13 @@ pub fn feature_maps_image(conv: &Conv2d, image: Tensor<4>) -> RgbImage {
     let [_, ic, ih, iw] = image.dims();
     let input = if ic == 1 { image } else { image.mean_dim(1) };
     let input = Tiles::from_tensor(input.reshape([1, 1, ih, iw]));
+    // The input goes first, resampled (nearest) to the maps' size so the grid stays regular.
+    let resampled: Vec<f32> = (0..h * w)
+        .map(|i| input.values[(i / w) * ih / h * iw + (i % w) * iw / w])
+        .collect();
     let mut tiles = Tiles::from_tensor(maps);
-    if (ih, iw) == (h, w) {
-        tiles.values.splice(0..0, input.values);
-        tiles.count += 1;
-    }
+    tiles.values.splice(0..0, resampled);
+    tiles.count += 1;
     tiles.grid(8, 4)
 }
 

@@ -1,0 +1,48 @@
+//! Same seed, same backend: the same run. (Its own test binary, so no other test draws from the
+//! backend's process-wide random generator meanwhile.)
+
+use strata_train::{LrSchedule, Metrics};
+use strata_vision::job::{TrainVisionOptions, train_vision};
+use strata_vision::mnist::MnistKind;
+
+fn run(dir: &std::path::Path, seed: u64) -> Metrics {
+    let opts = TrainVisionOptions {
+        dataset: MnistKind::Mnist,
+        model: "lenet5".into(),
+        epochs: 1,
+        batch_size: 32,
+        lr: 1e-3,
+        schedule: LrSchedule::Cosine,
+        patience: None,
+        augment: true,
+        valid_size: 300,
+        train_limit: Some(600),
+        seed,
+        data_dir: None,
+        artifact_dir: dir.to_path_buf(),
+        resume: false,
+        backend: "test".into(),
+    };
+    let device = strata_tensor::BackendKind::compiled()[0]
+        .device(None)
+        .unwrap();
+    train_vision(&opts, &device).unwrap();
+    Metrics::load(dir).unwrap()
+}
+
+#[test]
+fn same_seed_same_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = run(&tmp.path().join("a"), 3);
+    let b = run(&tmp.path().join("b"), 3);
+    let c = run(&tmp.path().join("c"), 4);
+    let figures = |m: &Metrics| {
+        m.history
+            .iter()
+            .map(|r| (r.train_loss, r.valid_loss, r.valid_accuracy))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(figures(&a), figures(&b));
+    assert_eq!(a.test_accuracy, b.test_accuracy);
+    assert_ne!(figures(&a), figures(&c));
+}
