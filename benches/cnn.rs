@@ -11,6 +11,10 @@ use strata_benches::bench_device;
 
 const BATCH: usize = 64;
 
+// The allocator the `strata` binary uses, so layer timings match the jobs'.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn layers(c: &mut Criterion) {
     let (backend, device) = bench_device();
     let ad = device.clone().autodiff();

@@ -5,6 +5,11 @@
 
 mod bench;
 
+/// mimalloc keeps freed tensor buffers for reuse instead of returning them to the OS, which
+/// glibc's allocator does for large blocks (a page-fault storm on every training step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
