@@ -39,6 +39,11 @@ fn layers(c: &mut Criterion) {
     group.bench_function("conv2 3x3 32->64 fwd+bwd", |b| {
         b.iter(|| conv2.forward(x2.clone().require_grad()).sum().backward())
     });
+    // Input without a gradient: forward plus the weight gradient only.
+    let x2_const = x2.clone();
+    group.bench_function("conv2 3x3 32->64 fwd+weight-grad", |b| {
+        b.iter(|| conv2.forward(x2_const.clone()).sum().backward())
+    });
     group.bench_function("fc1 9216->128 fwd+bwd", |b| {
         b.iter(|| fc1.forward(x3.clone().require_grad()).sum().backward())
     });

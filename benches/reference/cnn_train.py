@@ -68,7 +68,8 @@ def main():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    args = p.parse_args()
+    # Options meant for `strata bench` only (--backend, --device-index, ...) are ignored.
+    args, _ = p.parse_known_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

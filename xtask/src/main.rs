@@ -240,8 +240,8 @@ fn bench(backend: &str, mut args: Vec<String>) -> Result<ExitCode> {
     if !script.is_file() {
         bail!("unknown benchmark '{name}': benches available: cnn-train");
     }
-    let json = take_flag(&mut args, "--format", Some("json"));
-    let no_baseline = take_flag(&mut args, "--no-baseline", None);
+    let json = take_format(&mut args)?;
+    let no_baseline = take_flag(&mut args, "--no-baseline");
     let strata = build_strata(backend)?;
     let mut cmd = Command::new(&strata);
     cmd.args(["bench", &name, "--backend", backend, "--format", "json"]);
@@ -281,35 +281,54 @@ fn bench(backend: &str, mut args: Vec<String>) -> Result<ExitCode> {
         println!("{result}");
     } else {
         let get = |k: &str| result.get(k).cloned().unwrap_or_default();
-        println!("{name} [{backend}]: {} {}", get("value"), get("unit"));
+        let text = |k: &str| match result.get(k) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        };
+        println!("{name} [{backend}]: {} {}", text("value"), text("unit"));
         if !no_baseline {
             println!(
-                "{name} [pytorch]: {} {}",
-                get("pytorch_value"),
-                get("pytorch_unit")
+                "{name} [pytorch]: {} {} (ours / pytorch = {:.2})",
+                text("pytorch_value"),
+                text("pytorch_unit"),
+                get("ratio_vs_pytorch").as_f64().unwrap_or(f64::NAN)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Removes `flag` (and its `value`, when given and matching) from `args`; true if it was there.
-fn take_flag(args: &mut Vec<String>, flag: &str, value: Option<&str>) -> bool {
-    if let Some(i) = args.iter().position(|a| a == flag) {
-        match value {
-            Some(v) if args.get(i + 1).map(String::as_str) == Some(v) => {
-                args.drain(i..i + 2);
-                true
-            }
-            Some(_) => false,
-            None => {
+/// Removes `flag` from `args`; true if it was there.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+/// Removes `--format F` / `--format=F` from `args`; true for `json`, false for `text`.
+fn take_format(args: &mut Vec<String>) -> Result<bool> {
+    let mut json = false;
+    while let Some(i) = args
+        .iter()
+        .position(|a| a == "--format" || a.starts_with("--format="))
+    {
+        let value = match args[i].strip_prefix("--format=") {
+            Some(v) => {
+                let v = v.to_string();
                 args.remove(i);
-                true
+                v
             }
-        }
-    } else {
-        false
+            None if i + 1 < args.len() => args.drain(i..i + 2).nth(1).unwrap_or_default(),
+            None => bail!("--format needs a value: text or json"),
+        };
+        json = match value.as_str() {
+            "json" => true,
+            "text" => false,
+            other => bail!("unknown --format '{other}': choose text or json"),
+        };
     }
+    Ok(json)
 }
 
 fn last_json_line(stdout: &[u8]) -> Option<serde_json::Value> {
@@ -417,11 +436,16 @@ mod tests {
     }
 
     #[test]
-    fn flags_are_removed_only_with_their_value() {
-        let mut a = args(&["--format", "json", "--iters", "5"]);
-        assert!(take_flag(&mut a, "--format", Some("json")));
-        assert_eq!(a, args(&["--iters", "5"]));
-        assert!(!take_flag(&mut a, "--no-baseline", None));
+    fn format_and_flags_are_taken_out() {
+        let mut a = args(&["--format", "json", "--steps", "5", "--no-baseline"]);
+        assert!(take_format(&mut a).unwrap());
+        assert!(take_flag(&mut a, "--no-baseline"));
+        assert_eq!(a, args(&["--steps", "5"]));
+        let mut a = args(&["--format=text"]);
+        assert!(!take_format(&mut a).unwrap());
+        assert!(a.is_empty());
+        assert!(take_format(&mut args(&["--format", "yaml"])).is_err());
+        assert!(take_format(&mut args(&["--format"])).is_err());
     }
 
     #[test]

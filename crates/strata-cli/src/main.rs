@@ -127,6 +127,25 @@ struct PredictVisionArgs {
 }
 
 fn main() -> ExitCode {
+    // A bug or a backend failure surfaces as one line too (RUST_BACKTRACE=1 shows the details).
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let msg = msg.lines().next().unwrap_or_default().to_string();
+            let place = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            eprintln!(
+                "error: internal failure{place}: {msg} (rerun with RUST_BACKTRACE=1 and report it)"
+            );
+        }));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

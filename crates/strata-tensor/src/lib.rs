@@ -3,7 +3,7 @@
 //! - [`backend`]: which Burn backends are compiled in (cargo features `flex`, `ndarray`, `tch`,
 //!   `cuda`, `wgpu`) and picking one at run time by name;
 //! - [`seed`]: one call that makes a run reproducible on a backend;
-//! - [`ops`]: accuracy, arg-max, top-k and parameter counts;
+//! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
 //! - [`fsutil`]: atomic file writes.
 //!

@@ -1,6 +1,6 @@
-//! Small tensor helpers every domain needs: accuracy, arg-max, top-k, parameter counts.
+//! Small tensor helpers every domain needs: accuracy, arg-max, top-k.
+//! (Parameter counts are burn's `Module::num_params`.)
 
-use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor};
 
@@ -47,11 +47,6 @@ pub fn top_k(logits: Tensor<1>, k: usize) -> Vec<(usize, f32)> {
         .map(|i| i as usize)
         .zip(values)
         .collect()
-}
-
-/// Number of trainable (float) parameters of a module.
-pub fn param_count<M: Module>(module: &M) -> usize {
-    module.num_params()
 }
 
 #[cfg(test)]

@@ -180,10 +180,16 @@ pub fn download_all(spec: &DatasetSpec, mirrors: &[String], target: &Path) -> Re
 pub fn download(url: &str, dest: &Path) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_global(Some(Duration::from_secs(600)))
+        .timeout_recv_response(Some(Duration::from_secs(30)))
+        .timeout_recv_body(Some(Duration::from_secs(3600)))
         .build()
         .into();
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    // The files are gzipped already: ask for them byte for byte, so Content-Length holds.
+    let mut response = agent
+        .get(url)
+        .header("Accept-Encoding", "identity")
+        .call()
+        .map_err(|e| e.to_string())?;
     let total = response
         .headers()
         .get("content-length")
@@ -201,7 +207,7 @@ pub fn download(url: &str, dest: &Path) -> Result<(), String> {
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     bar.set_message(format!("downloading {name}"));
-    let tmp = dest.with_extension("part");
+    let tmp = strata_tensor::fsutil::temp_path(dest);
     let result = (|| -> Result<u64, String> {
         let mut out =
             fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
@@ -222,9 +228,10 @@ pub fn download(url: &str, dest: &Path) -> Result<(), String> {
     })();
     bar.finish_and_clear();
     match result {
-        Ok(written) if total.is_none_or(|t| t == written) => {
-            fs::rename(&tmp, dest).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))
-        }
+        Ok(written) if total.is_none_or(|t| t == written) => fs::rename(&tmp, dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            format!("cannot rename {}: {e}", tmp.display())
+        }),
         Ok(written) => {
             let _ = fs::remove_file(&tmp);
             Err(format!(

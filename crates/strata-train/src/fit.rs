@@ -14,7 +14,6 @@ use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::step::StepLrSchedulerConfig;
 use burn::module::Module;
 use burn::optim::AdamConfig;
-use burn::optim::decay::WeightDecayConfig;
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
 };
@@ -24,14 +23,12 @@ use burn::train::{
     ClassificationOutput, InferenceStep, Learner, MetricEarlyStoppingStrategy, StoppingCondition,
     SupervisedTraining, TrainStep,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
 use crate::progress::{ProgressRenderer, RunLog};
 
 /// How the learning rate moves over the run (it is updated after every optimizer step).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LrSchedule {
     /// The same rate throughout.
     Constant,
@@ -82,7 +79,7 @@ impl LrSchedule {
 }
 
 /// Settings of a training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FitConfig {
     /// Epochs to train (in total, counting those a resumed run already did).
     pub epochs: usize,
@@ -92,8 +89,6 @@ pub struct FitConfig {
     pub lr: f64,
     /// How the learning rate changes over the run.
     pub schedule: LrSchedule,
-    /// L2 weight decay added by Adam, if any.
-    pub weight_decay: Option<f64>,
     /// Stop when the validation loss has not improved for this many epochs.
     pub patience: Option<usize>,
     /// Continue from the last checkpoint in the artifact dir.
@@ -165,6 +160,60 @@ pub fn adam() -> AdamConfig {
         .with_epsilon(1e-8)
 }
 
+/// Checks everything that can be checked before data is read — the settings, `--resume`, and
+/// that the artifact dir can be written — and returns the epoch a resumed run continues from.
+pub fn prepare(artifact_dir: &Path, config: &FitConfig) -> Result<Option<usize>, FitError> {
+    config.validate()?;
+    let resume_from = if config.resume {
+        Some(resume_epoch(artifact_dir, config.epochs)?)
+    } else {
+        None
+    };
+    strata_tensor::fsutil::ensure_writable_dir(artifact_dir).map_err(|source| {
+        FitError::ArtifactDir {
+            dir: artifact_dir.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(resume_from)
+}
+
+/// Removes what an earlier run left in `artifact_dir`: checkpoints (`checkpoint/*-N.bpk`) and
+/// burn-train's metric logs (`train/epoch-N`, `valid/epoch-N`). Nothing else is touched.
+fn clear_previous_run(artifact_dir: &Path) {
+    let entries = |dir: &Path| -> Vec<(PathBuf, String)> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let numbered = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let checkpoints = checkpoint_dir(artifact_dir);
+    for (path, name) in entries(&checkpoints) {
+        let ours = ["model-", "optim-", "scheduler-"].iter().any(|p| {
+            name.strip_prefix(p)
+                .and_then(|r| r.strip_suffix(".bpk"))
+                .is_some_and(numbered)
+        });
+        if ours {
+            let _ = fs::remove_file(path);
+        }
+    }
+    let _ = fs::remove_dir(&checkpoints); // only if now empty
+    for split in ["train", "valid"] {
+        let dir = artifact_dir.join(split);
+        for (path, name) in entries(&dir) {
+            if name.strip_prefix("epoch-").is_some_and(numbered) && path.is_dir() {
+                let _ = fs::remove_dir_all(path);
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
 /// Epochs with a complete checkpoint (model, optimizer and scheduler), ascending.
 pub fn checkpoint_epochs(artifact_dir: &Path) -> Vec<usize> {
     let dir = checkpoint_dir(artifact_dir);
@@ -204,6 +253,11 @@ impl FitConfig {
                 "--lr {} is out of range: use a learning rate in (0, 1]",
                 self.lr
             )));
+        }
+        if self.patience == Some(0) {
+            return Err(FitError::Invalid(
+                "--patience must be at least 1 (epochs without a better validation loss)".into(),
+            ));
         }
         Ok(())
     }
@@ -245,22 +299,11 @@ where
         + 'static,
     I: Send + Clone + std::fmt::Debug + 'static,
 {
-    config.validate()?;
-    strata_tensor::fsutil::ensure_writable_dir(artifact_dir).map_err(|source| {
-        FitError::ArtifactDir {
-            dir: artifact_dir.to_path_buf(),
-            source,
-        }
-    })?;
-    let resume_from = if config.resume {
-        Some(resume_epoch(artifact_dir, config.epochs)?)
-    } else {
+    let resume_from = prepare(artifact_dir, config)?;
+    if resume_from.is_none() {
         // A fresh run: stale checkpoints and metric logs of an earlier run would mix in.
-        for sub in ["checkpoint", "train", "valid"] {
-            let _ = fs::remove_dir_all(artifact_dir.join(sub));
-        }
-        None
-    };
+        clear_previous_run(artifact_dir);
+    }
 
     let mut metrics = Metrics {
         model_type: config.model_type.clone(),
@@ -268,14 +311,21 @@ where
         seed: config.seed,
         ..Metrics::default()
     };
-    if let Some(done) = resume_from
-        && let Ok(previous) = Metrics::load(artifact_dir)
-    {
-        metrics.history = previous
-            .history
-            .into_iter()
-            .filter(|r| r.epoch <= done)
-            .collect();
+    if let Some(done) = resume_from {
+        match Metrics::load(artifact_dir) {
+            Ok(previous) => {
+                metrics.history = previous
+                    .history
+                    .into_iter()
+                    .filter(|r| r.epoch <= done)
+                    .collect();
+                metrics.wall_seconds = previous.wall_seconds;
+            }
+            Err(e) => eprintln!(
+                "warning: the history of epochs 1-{done} is lost: cannot read {}/metrics.json ({e})",
+                artifact_dir.display()
+            ),
+        }
     }
     let log = Arc::new(Mutex::new(RunLog {
         dir: artifact_dir.to_path_buf(),
@@ -284,19 +334,22 @@ where
         write_error: None,
     }));
 
-    let steps_per_epoch = train.num_items().div_ceil(config.batch_size.max(1)).max(1);
+    let steps_per_epoch = train.num_items().div_ceil(config.batch_size).max(1);
     let scheduler = config
         .schedule
         .scheduler(config.lr, steps_per_epoch * config.epochs, steps_per_epoch)
         .map_err(FitError::Invalid)?;
-    let optimizer = AdamConfig::new()
-        .with_weight_decay(
-            config
-                .weight_decay
-                .map(|d| WeightDecayConfig::new(d as f32)),
-        )
-        .init();
-    let learner = Learner::new(model, optimizer, scheduler);
+    if let Some(epoch) = resume_from {
+        // burn-train panics on a checkpoint that does not fit; check it first.
+        let path = checkpoint_dir(artifact_dir).join(format!("model-{epoch}.bpk"));
+        model.clone().try_load_file(&path).map_err(|e| {
+            FitError::Invalid(format!(
+                "--resume: the checkpoint {} does not fit this model ({e}); use the --model and --dataset of that run, or another --artifact-dir",
+                path.display()
+            ))
+        })?;
+    }
+    let learner = Learner::new(model, adam().init(), scheduler);
 
     let mut training = SupervisedTraining::new(artifact_dir, train, valid)
         .metrics((LossMetric::new(), AccuracyMetric::new()))
@@ -335,7 +388,7 @@ where
     let started = Instant::now();
     let result = training.launch(learner);
     if let Some(err) = &result.error {
-        return Err(FitError::Training(format!("{err:?}")));
+        return Err(FitError::Training(err.to_string()));
     }
     let mut log = log.lock().expect("run log lock");
     if let Some(e) = log.write_error.take() {

@@ -12,6 +12,7 @@ pub mod fit;
 pub mod metrics;
 pub mod plot;
 pub mod progress;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use fit::{FitConfig, FitError, Fitted, LrSchedule, fit};

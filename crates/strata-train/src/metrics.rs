@@ -10,8 +10,8 @@ use strata_tensor::fsutil::write_atomic;
 pub struct EpochRecord {
     /// Epoch number, from 1.
     pub epoch: usize,
-    /// Mean training loss over the epoch.
-    pub train_loss: f64,
+    /// Mean training loss over the epoch (`None` if it was not finite).
+    pub train_loss: Option<f64>,
     /// Training accuracy (fraction in [0, 1]), for classifiers.
     pub train_accuracy: Option<f64>,
     /// Mean validation loss.

@@ -41,14 +41,14 @@ pub fn draw_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<
     let pick = |f: fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         history
             .iter()
-            .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
+            .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
             .collect()
     };
     let loss = [
         Series {
             label: "train",
             color: BLUE,
-            points: pick(|r| Some(r.train_loss)),
+            points: pick(|r| r.train_loss),
         },
         Series {
             label: "valid",

@@ -153,7 +153,7 @@ impl ProgressRenderer {
         let pct = |m: &HashMap<String, f64>| m.get(ACCURACY).map(|a| a / 100.0);
         let record = EpochRecord {
             epoch,
-            train_loss: self.train.get(LOSS).copied().unwrap_or(f64::NAN),
+            train_loss: self.train.get(LOSS).copied().filter(|l| l.is_finite()),
             train_accuracy: pct(&self.train),
             valid_loss: self.valid.get(LOSS).copied(),
             valid_accuracy: pct(&self.valid),
@@ -180,10 +180,10 @@ impl ProgressRenderer {
 
 /// The one line printed after each epoch.
 pub fn epoch_line(r: &EpochRecord, total: usize) -> String {
-    let mut line = format!(
-        "epoch {}/{}: train loss {:.4}",
-        r.epoch, total, r.train_loss
-    );
+    let loss = r
+        .train_loss
+        .map_or_else(|| "not finite".to_string(), |l| format!("{l:.4}"));
+    let mut line = format!("epoch {}/{}: train loss {loss}", r.epoch, total);
     if let Some(a) = r.train_accuracy {
         line += &format!(" acc {:.2}%", a * 100.0);
     }

@@ -82,7 +82,11 @@ fn missing_file_on_the_server_is_a_clear_error_and_leaves_nothing() {
     assert!(err.contains("--data-dir"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(!cache.path().join("datasets/toy/gone.bin").exists());
-    assert!(!cache.path().join("datasets/toy/gone.part").exists());
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("datasets/toy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("a.bin")]);
 }
 
 #[test]

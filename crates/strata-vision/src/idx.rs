@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 /// Type code of unsigned bytes, the only element type MNIST and Fashion-MNIST use.
 const TYPE_U8: u8 = 0x08;
@@ -60,6 +60,18 @@ pub enum IdxError {
         /// Bytes actually present (or at least this many, when longer).
         found: usize,
     },
+    /// A label is outside the dataset's classes.
+    #[error(
+        "{path} holds label {label}, outside the {classes} classes of this dataset; check that it is this dataset's labels file"
+    )]
+    BadLabel {
+        /// The file.
+        path: PathBuf,
+        /// The label found.
+        label: u8,
+        /// Number of classes.
+        classes: usize,
+    },
     /// The array has other dimensions than the caller needs.
     #[error("{path} has dimensions {found:?} but {expected} was expected")]
     UnexpectedShape {
@@ -84,7 +96,7 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
     let prefix = &head[..n];
     let gzipped = prefix == [0x1f, 0x8b];
     let mut reader: Box<dyn Read> = if gzipped {
-        Box::new(GzDecoder::new(prefix.chain(file)))
+        Box::new(MultiGzDecoder::new(prefix.chain(file)))
     } else {
         Box::new(prefix.chain(file))
     };

@@ -13,7 +13,7 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use strata_tensor::fsutil::{ensure_writable_dir, write_atomic};
+use strata_tensor::fsutil::write_atomic;
 use strata_tensor::weights::{load_safetensors, save_safetensors};
 use strata_train::eval::evaluate;
 use strata_train::{FitConfig, LrSchedule, Metrics, fit};
@@ -83,8 +83,12 @@ pub struct Normalization {
 impl ArtifactConfig {
     /// Reads `config.json` from an artifact dir, checking that it holds a Strata vision model.
     pub fn load(dir: &Path) -> Result<Self, JobError> {
-        let path = dir.join(CONFIG_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| {
+        Self::load_file(&dir.join(CONFIG_FILE))
+    }
+
+    /// Reads a vision `config.json` at `path`.
+    pub fn load_file(path: &Path) -> Result<Self, JobError> {
+        let bytes = std::fs::read(path).map_err(|e| {
             JobError::Artifact(format!(
                 "cannot read {}: {e}; pass the --artifact-dir of a finished `train-vision` run",
                 path.display()
@@ -107,11 +111,10 @@ impl ArtifactConfig {
             .map_err(|e| JobError::Artifact(format!("{} is malformed: {e}", path.display())))
     }
 
-    fn save(&self, dir: &Path) -> Result<(), JobError> {
-        let json = serde_json::to_vec_pretty(self).expect("config serialises");
-        write_atomic(&dir.join(CONFIG_FILE), &json).map_err(|e| {
-            JobError::Artifact(format!("cannot write {}/{CONFIG_FILE}: {e}", dir.display()))
-        })
+    /// Writes the config as JSON to `path`, atomically.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(path, &json)
     }
 }
 
@@ -193,32 +196,32 @@ pub fn train_vision(
 ) -> Result<TrainVisionReport, JobError> {
     let started = Instant::now();
     let dir = &opts.artifact_dir;
-    ensure_writable_dir(dir).map_err(|e| {
-        JobError::Artifact(format!(
-            "cannot write to artifact dir {}: {e}; choose another --artifact-dir",
-            dir.display()
-        ))
-    })?;
+    // Everything that can be refused is refused before a file is written or data is read.
     let model_type = VisionConfig::named(&opts.model, 1, 28, 10)?.model_type();
+    if opts.valid_size == 0 {
+        return Err(JobError::Invalid(
+            "--valid-size must be at least 1: validation drives checkpoints and early stopping"
+                .into(),
+        ));
+    }
+    if opts.train_limit == Some(0) {
+        return Err(JobError::Invalid("--train-limit must be at least 1".into()));
+    }
     let fit_config = FitConfig {
         epochs: opts.epochs,
         batch_size: opts.batch_size,
         lr: opts.lr,
         schedule: opts.schedule,
-        weight_decay: None,
         patience: opts.patience,
         resume: opts.resume,
         seed: opts.seed,
         backend: opts.backend.clone(),
         model_type: model_type.to_string(),
     };
-    fit_config.validate()?;
-    if opts.resume {
-        strata_train::fit::resume_epoch(dir, opts.epochs)?;
-    }
+    let resume_from = strata_train::fit::prepare(dir, &fit_config)?;
     let mut splits = MnistSplits::load(opts.dataset, opts.data_dir.as_deref(), opts.valid_size)?;
     if let Some(limit) = opts.train_limit {
-        let n = limit.clamp(1, splits.train.len());
+        let n = limit.min(splits.train.len());
         splits.train = splits.train.slice(0..n);
     }
     let kind = splits.kind;
@@ -230,8 +233,11 @@ pub fn train_vision(
     }
     let labels = kind.labels();
     let model_config = VisionConfig::named(&opts.model, 1, rows, labels.len())?;
-    if opts.resume
-        && let Ok(previous) = ArtifactConfig::load(dir)
+    // The run's config is kept beside its checkpoints for `--resume`; `config.json` itself is
+    // written only once the weights it describes exist.
+    let run_config = strata_train::fit::checkpoint_dir(dir).join(CONFIG_FILE);
+    if resume_from.is_some()
+        && let Ok(previous) = ArtifactConfig::load_file(&run_config)
         && (previous.model_type != model_config.model_type() || previous.dataset != kind)
     {
         return Err(JobError::Invalid(format!(
@@ -252,9 +258,14 @@ pub fn train_vision(
         normalization: Normalization { mean, std },
         weights: WEIGHTS_FILE.to_string(),
     };
-    artifact.save(dir)?;
+    std::fs::create_dir_all(strata_train::fit::checkpoint_dir(dir))
+        .and_then(|()| artifact.save(&run_config))
+        .map_err(|e| JobError::Artifact(format!("cannot write {}: {e}", run_config.display())))?;
 
-    strata_tensor::seed(device, opts.seed);
+    // A resumed run draws new random numbers (data order, dropout, augmentation) rather than
+    // repeating those of epoch 1.
+    let seed = opts.seed.wrapping_add(resume_from.unwrap_or(0) as u64);
+    strata_tensor::seed(device, seed);
     // Parameters must start on the autodiff device to be tracked.
     let model = model_config.init(&device.clone().autodiff())?;
     let parameters = model.num_params();
@@ -274,7 +285,7 @@ pub fn train_vision(
     let norm = (mean, std);
     let mut train_batcher = ImageBatcher::new(rows, cols, norm);
     if opts.augment {
-        train_batcher = train_batcher.with_augment(Augment::default(), opts.seed ^ 0x5eed);
+        train_batcher = train_batcher.with_augment(Augment::default(), seed ^ 0x5eed);
     }
     let sample = crate::data::ImageItem {
         pixels: splits.test.image(0).to_vec(),
@@ -284,7 +295,7 @@ pub fn train_vision(
         splits.train,
         train_batcher,
         opts.batch_size,
-        Some(opts.seed),
+        Some(seed),
         device,
     );
     let valid = loader(
@@ -302,7 +313,9 @@ pub fn train_vision(
         device,
     );
 
+    let before_fit = started.elapsed();
     let fitted = fit(model, dir, train, valid, &fit_config)?;
+    let after_fit = Instant::now();
     let model = fitted.model.valid();
     let score = evaluate(&model, &test)
         .map_err(|e| JobError::Invalid(format!("reading the test set failed: {e}")))?;
@@ -326,16 +339,20 @@ pub fn train_vision(
     let mut metrics: Metrics = fitted.metrics;
     metrics.test_accuracy = Some(score.accuracy);
     metrics.test_loss = Some(score.loss);
-    metrics.wall_seconds = started.elapsed().as_secs_f64();
+    metrics.wall_seconds += (before_fit + after_fit.elapsed()).as_secs_f64();
     metrics.save(dir).map_err(|e| {
         JobError::Artifact(format!("cannot write {}/metrics.json: {e}", dir.display()))
     })?;
+    let config_path = dir.join(CONFIG_FILE);
+    artifact
+        .save(&config_path)
+        .map_err(|e| JobError::Artifact(format!("cannot write {}: {e}", config_path.display())))?;
     Ok(TrainVisionReport {
         test_accuracy: score.accuracy,
         test_loss: score.loss,
         epochs: metrics.history.last().map_or(0, |r| r.epoch),
         parameters,
-        wall_seconds: metrics.wall_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
         artifact_dir: dir.clone(),
     })
 }
@@ -378,20 +395,30 @@ impl VisionPredictor {
     /// The image may have any size and colour type: it is turned grey, resized to the model's
     /// input, and — since MNIST-style data is light on dark — inverted when its border is light.
     pub fn predict_file(&self, path: &Path, top_k: usize) -> Result<Vec<ClassProb>, JobError> {
-        let img = image::ImageReader::open(path)
+        let decoder = image::ImageReader::open(path)
             .map_err(|e| JobError::Image(format!("cannot open image {}: {e}", path.display())))?
             .with_guessed_format()
             .map_err(|e| JobError::Image(format!("cannot read image {}: {e}", path.display())))?
-            .decode()
-            .map_err(|e| {
-                JobError::Image(format!(
-                    "cannot decode image {}: {e}; use a PNG, JPEG, GIF or BMP file",
-                    path.display()
-                ))
-            })?;
+            .into_decoder()
+            .map_err(|e| unreadable(path, e))?;
+        let mut decoder = decoder;
+        let orientation = image::ImageDecoder::orientation(&mut decoder).ok();
+        let mut img =
+            image::DynamicImage::from_decoder(decoder).map_err(|e| unreadable(path, e))?;
+        if let Some(o) = orientation {
+            img.apply_orientation(o); // photos taken sideways
+        }
+        // Transparent pixels (a drawing exported from a canvas) are paper: composite onto white.
+        let rgba = img.to_rgba8();
+        let grey = image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let [r, g, b, a] = rgba.get_pixel(x, y).0;
+            let luma = 0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32;
+            let alpha = a as f32 / 255.0;
+            image::Luma([(luma * alpha + 255.0 * (1.0 - alpha)).round() as u8])
+        });
         let (_, side) = self.config.model.input();
         let grey = image::imageops::resize(
-            &img.to_luma8(),
+            &grey,
             side as u32,
             side as u32,
             image::imageops::FilterType::Triangle,
@@ -430,6 +457,13 @@ impl VisionPredictor {
             })
             .collect()
     }
+}
+
+fn unreadable(path: &Path, e: image::ImageError) -> JobError {
+    JobError::Image(format!(
+        "cannot decode image {}: {e}; use a PNG, JPEG, GIF or BMP file",
+        path.display()
+    ))
 }
 
 /// Mean of the outermost ring of pixels of a `side × side` image.

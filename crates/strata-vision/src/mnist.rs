@@ -152,9 +152,10 @@ impl ImageSet {
             });
         }
         if let Some(bad) = lab.data.iter().find(|&&l| l as usize >= classes) {
-            return Err(IdxError::BadHeader {
+            return Err(IdxError::BadLabel {
                 path: labels.to_path_buf(),
-                why: format!("label {bad} is outside 0..{classes}"),
+                label: *bad,
+                classes,
             });
         }
         Ok(ImageSet {
@@ -190,6 +191,9 @@ pub enum DatasetError {
     /// A file is corrupt.
     #[error(transparent)]
     Idx(#[from] IdxError),
+    /// The files do not belong together.
+    #[error("{0}")]
+    Mismatch(String),
     /// The validation part would leave no training images.
     #[error("--valid-size {valid} leaves no training images: the training file has only {total}")]
     ValidTooLarge {
@@ -216,6 +220,17 @@ impl MnistSplits {
         let classes = kind.labels().len();
         let full = ImageSet::read(&dir.join(FILES[0]), &dir.join(FILES[1]), classes)?;
         let test = ImageSet::read(&dir.join(FILES[2]), &dir.join(FILES[3]), classes)?;
+        if test.is_empty() || (test.rows, test.cols) != (full.rows, full.cols) {
+            return Err(DatasetError::Mismatch(format!(
+                "{}: the test set has {} images of {}×{}, the training set images of {}×{}; re-download the dataset",
+                dir.display(),
+                test.len(),
+                test.rows,
+                test.cols,
+                full.rows,
+                full.cols
+            )));
+        }
         if valid_size >= full.len() {
             return Err(DatasetError::ValidTooLarge {
                 valid: valid_size,

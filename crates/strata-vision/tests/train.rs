@@ -63,7 +63,7 @@ fn short_run_learns_resumes_and_predicts() {
     assert_eq!(m.test_accuracy, Some(report.test_accuracy));
     let first = m.history[0].clone();
     assert!(first.valid_accuracy.unwrap() > 0.5 && first.valid_accuracy.unwrap() <= 1.0);
-    assert!(first.train_loss.is_finite() && first.train_items_per_s > 0.0);
+    assert!(first.train_loss.is_some_and(f64::is_finite) && first.train_items_per_s > 0.0);
 
     // Resume: one more epoch on top of the checkpoint of epoch 1; epoch 1's record is kept.
     let mut again = options(&dir, 2);
