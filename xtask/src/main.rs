@@ -143,11 +143,9 @@ fn backend_env(cmd: &mut Command, backend: &str) -> Result<()> {
             prepend_path(cmd, "PATH", &venv.join("bin"));
             prepend_path(cmd, "LD_LIBRARY_PATH", &torch_lib);
         }
-        "cuda" => {
-            // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build.
-            if env::var_os("CUDARC_CUDA_VERSION").is_none() {
-                cmd.env("CUDARC_CUDA_VERSION", "12080");
-            }
+        // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build.
+        "cuda" if env::var_os("CUDARC_CUDA_VERSION").is_none() => {
+            cmd.env("CUDARC_CUDA_VERSION", "12080");
         }
         _ => {}
     }

@@ -20,7 +20,7 @@ pub enum BackendKind {
     Flex,
     /// burn-ndarray: pure Rust CPU backend over `ndarray` (deprecated in Burn 0.22).
     Ndarray,
-    /// burn-tch: LibTorch, on the CPU or, with `--device cuda:N`, a CUDA GPU (deprecated in Burn 0.22).
+    /// burn-tch: LibTorch, on the CPU or, with `--device-index N`, CUDA GPU N (deprecated in Burn 0.22).
     Tch,
     /// CubeCL CUDA: NVIDIA GPUs, kernels compiled at run time with NVRTC.
     Cuda,

@@ -109,7 +109,15 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("epoch")
         .y_desc(name)
-        .x_labels(all.len().clamp(2, 10))
+        .x_labels(((x1 - x0).round() as usize + 1).clamp(2, 10))
+        // Epochs are whole numbers: label only the ticks that fall on one.
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .draw()
         .map_err(|e| e.to_string())?;
     for s in series.iter().filter(|s| !s.points.is_empty()) {
