@@ -44,30 +44,23 @@ pub fn draw_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<
             .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
             .collect()
     };
-    let loss = [
-        Series {
-            label: "train",
-            color: BLUE,
-            points: pick(|r| r.train_loss),
-        },
-        Series {
-            label: "valid",
-            color: RED,
-            points: pick(|r| r.valid_loss),
-        },
-    ];
-    let acc = [
-        Series {
-            label: "train",
-            color: BLUE,
-            points: pick(|r| r.train_accuracy),
-        },
-        Series {
-            label: "valid",
-            color: RED,
-            points: pick(|r| r.valid_accuracy),
-        },
-    ];
+    type Field = fn(&EpochRecord) -> Option<f64>;
+    let train_valid = |train: Field, valid: Field| {
+        [
+            Series {
+                label: "train",
+                color: BLUE,
+                points: pick(train),
+            },
+            Series {
+                label: "valid",
+                color: RED,
+                points: pick(valid),
+            },
+        ]
+    };
+    let loss = train_valid(|r| r.train_loss, |r| r.valid_loss);
+    let acc = train_valid(|r| r.train_accuracy, |r| r.valid_accuracy);
     panel(&left, "loss", &loss)?;
     panel(&right, "accuracy", &acc)?;
     root.present().map_err(|e| e.to_string())

@@ -56,6 +56,20 @@ pub fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Op
     (stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
 }
 
+/// The error of a configuration whose image is too small for its kernels, strides and pooling.
+pub fn too_small(
+    model: &str,
+    image: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    pool: usize,
+) -> super::ModelError {
+    super::ModelError::Config(format!(
+        "{model}: a {image}×{image} image is too small for kernel {kernel}, stride {stride}, padding {padding} and pooling {pool}"
+    ))
+}
+
 /// Side length after a `window × window` pooling with stride `window` (floor, as PyTorch).
 pub fn pool_out(size: usize, window: usize) -> Option<usize> {
     (window > 0 && size >= window).then(|| size / window)

@@ -12,7 +12,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
 use super::ModelError;
-use super::layers::{Pool2d, PoolKind, conv_out, pool_out};
+use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
 
 /// Configuration of [`LeNet5`].
 #[derive(Config, Debug)]
@@ -75,10 +75,14 @@ impl LeNet5Config {
             .and_then(|s| pool_out(s, self.pool_size))
             .filter(|&s| s > 0)
             .ok_or_else(|| {
-                ModelError::Config(format!(
-                    "lenet5: a {0}×{0} image is too small for kernel {1}, stride {2}, padding {3} and pooling {4}",
-                    self.image_size, self.kernel_size, self.stride, self.padding, self.pool_size
-                ))
+                too_small(
+                    "lenet5",
+                    self.image_size,
+                    self.kernel_size,
+                    self.stride,
+                    self.padding,
+                    self.pool_size,
+                )
             })?;
         Ok(self.channels[1] * side * side)
     }

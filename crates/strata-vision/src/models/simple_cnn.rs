@@ -11,7 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Re
 use burn::prelude::*;
 
 use super::ModelError;
-use super::layers::{Pool2d, PoolKind, conv_out, pool_out};
+use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
 
 /// Configuration of [`SimpleCnn`]; the defaults are the classic network for 28×28 grey images.
 #[derive(Config, Debug)]
@@ -80,10 +80,14 @@ impl SimpleCnnConfig {
             .and_then(|s| pool_out(s, self.pool_size))
             .filter(|&s| s > 0)
             .ok_or_else(|| {
-                ModelError::Config(format!(
-                    "simple-cnn: a {0}×{0} image is too small for kernel {1}, stride {2}, padding {3} and pooling {4}",
-                    self.image_size, self.kernel_size, self.stride, self.padding, self.pool_size
-                ))
+                too_small(
+                    "simple-cnn",
+                    self.image_size,
+                    self.kernel_size,
+                    self.stride,
+                    self.padding,
+                    self.pool_size,
+                )
             })?;
         Ok(self.channels[1] * side * side)
     }
