@@ -12,11 +12,14 @@ fn bundled() -> PathBuf {
 }
 
 /// `STRATA_DATA_DIR` (CI points it at shared/datasets), else the sibling `shared/datasets` of a
-/// checkout; Fashion-MNIST is not committed.
-fn shared_data_dir() -> PathBuf {
+/// checkout if there is one, else none (and Fashion-MNIST is downloaded into the cache).
+fn shared_data_dir() -> Option<PathBuf> {
     std::env::var_os("STRATA_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"))
+        .or_else(|| {
+            let sibling = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
+            sibling.is_dir().then_some(sibling)
+        })
 }
 
 fn histogram(labels: &[u8]) -> Vec<usize> {
@@ -51,7 +54,12 @@ fn bundled_mnist_has_the_published_counts() {
 
 #[test]
 fn fashion_mnist_from_the_data_dir() {
-    let s = MnistSplits::load(MnistKind::FashionMnist, Some(&shared_data_dir()), 10_000).unwrap();
+    let s = MnistSplits::load(
+        MnistKind::FashionMnist,
+        shared_data_dir().as_deref(),
+        10_000,
+    )
+    .unwrap();
     assert_eq!(
         (s.train.len(), s.valid.len(), s.test.len()),
         (50_000, 10_000, 10_000)
