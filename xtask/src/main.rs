@@ -183,7 +183,16 @@ fn build_strata(backend: &str) -> Result<PathBuf> {
     cmd.args(["--features", &format!("strata-cli/{backend}")]);
     backend_env(&mut cmd, backend)?;
     if !status(cmd)? {
-        bail!("building strata with --backend {backend} failed (see the compiler output above)");
+        let hint = match backend {
+            "cuda" => {
+                "; its first build downloads a prebuilt LLVM from GitHub (cubecl-cuda's tracel-llvm-bundler), so it needs network access once"
+            }
+            "tch" => "; check that `cargo xtask setup-libtorch` succeeded",
+            _ => "",
+        };
+        bail!(
+            "building strata with --backend {backend} failed (see the compiler output above){hint}"
+        );
     }
     Ok(target_dir().join("debug").join("strata"))
 }
