@@ -298,20 +298,18 @@ pub fn train_vision(
         Some(seed),
         device,
     );
-    let valid = loader(
-        splits.valid,
-        ImageBatcher::new(rows, cols, norm),
-        opts.batch_size.max(256),
-        None,
-        device,
-    );
-    let test = loader(
-        splits.test,
-        ImageBatcher::new(rows, cols, norm),
-        opts.batch_size.max(256),
-        None,
-        device,
-    );
+    // Evaluation needs no gradients, so it takes larger batches, in file order.
+    let eval_loader = |set| {
+        loader(
+            set,
+            ImageBatcher::new(rows, cols, norm),
+            opts.batch_size.max(256),
+            None,
+            device,
+        )
+    };
+    let valid = eval_loader(splits.valid);
+    let test = eval_loader(splits.test);
 
     let before_fit = started.elapsed();
     let fitted = fit(model, dir, train, valid, &fit_config)?;
