@@ -106,8 +106,13 @@ fn take_backend(args: &mut Vec<String>) -> Result<String> {
     Ok(backend)
 }
 
+/// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` when it starts the xtask, which
+/// names the checkout being worked on even when the binary was built from another checkout
+/// sharing the same target dir; the compile-time value is the fallback.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
@@ -135,6 +140,8 @@ fn features(backend: &str) -> String {
 
 /// Sets the environment a backend needs at build and run time.
 fn backend_env(cmd: &mut Command, backend: &str) -> Result<()> {
+    // The checkout's datasets/ (MNIST), whatever checkout built the binaries.
+    cmd.env("STRATA_BUNDLED_DATASETS", root().join("datasets"));
     match backend {
         "tch" => {
             let venv = ensure_torch_venv()?;

@@ -4,12 +4,18 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The temporary name `path` is written under before being renamed into place.
+/// The temporary name `path` is written under before being renamed into place: hidden, unique
+/// to the process, and ending in `path`'s own extension, so writers that pick a format from the
+/// extension (image encoders) write the right one.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
+    let stem = path
+        .file_stem()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let pid = std::process::id();
+    match path.extension() {
+        Some(ext) => path.with_file_name(format!(".{stem}.{pid}.tmp.{}", ext.to_string_lossy())),
+        None => path.with_file_name(format!(".{stem}.{pid}.tmp")),
+    }
 }
 
 /// Writes `bytes` to `path` atomically: to a temporary file in the same folder, synced, then
@@ -69,6 +75,19 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_name_keeps_the_extension() {
+        let tmp = temp_path(Path::new("/a/curves.png"));
+        assert_eq!(tmp.parent(), Some(Path::new("/a")));
+        assert_eq!(tmp.extension().unwrap(), "png");
+        assert!(
+            tmp.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".curves.")
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub const DATA_DIR_ENV: &str = "STRATA_DATA_DIR";
 /// Environment variable naming Strata's cache root.
 pub const CACHE_DIR_ENV: &str = "STRATA_CACHE_DIR";
+/// Environment variable naming the source tree's `datasets/` folder.
+pub const BUNDLED_ENV: &str = "STRATA_BUNDLED_DATASETS";
 /// Environment variable overriding the download mirrors.
 pub const MIRROR_ENV: &str = "STRATA_DATASET_MIRROR";
 
@@ -73,9 +75,13 @@ pub fn cache_root() -> PathBuf {
     home.join(".cache").join("strata")
 }
 
-/// The `datasets/` folder of the source tree this crate was built from, if it still exists.
+/// The `datasets/` folder of the Strata source tree: `$STRATA_BUNDLED_DATASETS` (set by
+/// `cargo xtask`), else that of the tree this crate was built from, if it still exists.
 pub fn bundled_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+    let dir = std::env::var_os(BUNDLED_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets"));
     dir.is_dir().then_some(dir)
 }
 

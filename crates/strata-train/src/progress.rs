@@ -52,14 +52,7 @@ impl RunLog {
             .map_err(|e| format!("cannot write {}/metrics.json: {e}", self.dir.display()))?;
         let path = self.dir.join("curves.png");
         strata_tensor::fsutil::write_atomic_with(&path, |tmp| {
-            // The PNG encoder picks the format from the extension, so keep `.png` last.
-            let tmp_png = tmp.with_extension("png");
-            draw_curves(&self.metrics.history, &self.title, &tmp_png)
-                .and_then(|()| std::fs::rename(&tmp_png, tmp).map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp_png);
-                    std::io::Error::other(e)
-                })
+            draw_curves(&self.metrics.history, &self.title, tmp).map_err(std::io::Error::other)
         })
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }

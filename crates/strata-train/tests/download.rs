@@ -23,6 +23,13 @@ fn spec(files: &[&'static str]) -> DatasetSpec {
     }
 }
 
+/// The error of looking up a one-file dataset that cannot be found.
+fn error_for(loc: &Locator) -> String {
+    loc.find_or_download(&spec(&["a.bin"]))
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn downloads_missing_files_into_the_cache_once() {
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -116,10 +123,7 @@ fn no_server_and_no_files_says_where_to_put_them() {
         Some(data.path().to_path_buf()),
         "http://127.0.0.1:9/",
     );
-    let err = loc
-        .find_or_download(&spec(&["a.bin"]))
-        .unwrap_err()
-        .to_string();
+    let err = error_for(&loc);
     assert!(
         err.contains(&data.path().join("toy").display().to_string()),
         "{err}"
@@ -134,10 +138,7 @@ fn nonexistent_data_dir_is_refused() {
         Some("/nonexistent/strata-data".into()),
         "http://127.0.0.1:9/",
     );
-    let err = loc
-        .find_or_download(&spec(&["a.bin"]))
-        .unwrap_err()
-        .to_string();
+    let err = error_for(&loc);
     assert!(
         err.contains("data dir /nonexistent/strata-data does not exist"),
         "{err}"
