@@ -1,21 +1,33 @@
 //! `strata bench NAME`: our side of `cargo xtask bench NAME` (the xtask adds the PyTorch
 //! baseline). The last stdout line is `{"bench", "backend", "value", "unit", ...}`.
+//! `strata bench --list` prints the benchmark names, one per line.
 
 use std::path::PathBuf;
 
+use anyhow::{Result, bail};
 use clap::Args;
 use strata_vision::bench::cnn_train_throughput;
 use strata_vision::mnist::{MnistKind, MnistSplits};
 
-use crate::{BackendArgs, Format};
+use crate::args::{BackendArgs, Format};
+
+/// Every benchmark, with what it measures.
+const BENCHES: &[(&str, &str)] = &[(
+    "cnn-train",
+    "training images/s of the simple CNN on MNIST (Adam, full step)",
+)];
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Benchmark: cnn-train.
-    name: String,
+    /// Benchmark to run (see --list).
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+    /// Print the benchmark names, one per line, and stop.
+    #[arg(long)]
+    list: bool,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Images per batch.
+    /// Items per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Untimed steps first.
@@ -32,19 +44,23 @@ pub struct BenchArgs {
     format: Format,
 }
 
-pub fn run(args: BenchArgs) -> Result<(), String> {
-    if args.name != "cnn-train" {
-        return Err(format!(
-            "unknown benchmark '{}': choose cnn-train",
-            args.name
-        ));
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.list {
+        for (name, _) in BENCHES {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    let name = args.name.unwrap_or_default();
+    if !BENCHES.iter().any(|(n, _)| *n == name) {
+        let names: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
+        bail!("unknown benchmark '{name}': choose {}", names.join(", "));
     }
     if args.batch_size == 0 || args.steps == 0 {
-        return Err("--batch-size and --steps must be at least 1".into());
+        bail!("--batch-size and --steps must be at least 1");
     }
-    let (backend, device) = crate::device(&args.backend)?;
-    let splits = MnistSplits::load(MnistKind::Mnist, args.data_dir.as_deref(), 0)
-        .map_err(|e| e.to_string())?;
+    let (backend, device) = args.backend.device()?;
+    let splits = MnistSplits::load(MnistKind::Mnist, args.data_dir.as_deref(), 0)?;
     eprintln!(
         "cnn-train: simple CNN, batch {}, Adam, {} warm-up + {} timed steps, backend {backend}, {} threads",
         args.batch_size,

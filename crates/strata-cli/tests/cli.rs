@@ -61,7 +61,7 @@ fn unknown_model_and_dataset() {
         ],
         &[],
     );
-    assert_one_line_error(&out, "unknown model 'vgg': choose simple-cnn or lenet5");
+    assert_one_line_error(&out, "unknown --model 'vgg': choose simple-cnn, lenet5");
     let out = strata(
         &[
             "train-vision",
@@ -72,7 +72,10 @@ fn unknown_model_and_dataset() {
         ],
         &[],
     );
-    assert_one_line_error(&out, "unknown dataset 'cifar'");
+    assert_one_line_error(
+        &out,
+        "unknown --dataset 'cifar': choose mnist, fashion-mnist",
+    );
 }
 
 #[test]
@@ -210,5 +213,70 @@ fn bad_numbers_are_refused() {
         ],
         &[],
     );
-    assert_one_line_error(&out, "unknown --schedule 'warm'");
+    assert_one_line_error(
+        &out,
+        "unknown --schedule 'warm': choose constant, cosine, step",
+    );
+    let out = strata(
+        &[
+            "train-vision",
+            "--optimizer",
+            "sgd",
+            "--nesterov",
+            "--artifact-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "--nesterov needs --momentum");
+    assert!(!dir.exists(), "nothing is written for refused options");
+}
+
+#[test]
+fn help_lists_the_choices_and_the_defaults_of_the_job() {
+    let out = strata(&["train-vision", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "[possible values: adam, adamw, sgd]",
+        "[possible values: constant, cosine, step]",
+        "[possible values: mnist, fashion-mnist]",
+        "[possible values: simple-cnn, lenet5]",
+        "[possible values: max, avg]",
+        "[default: 5]",
+    ] {
+        assert!(help.contains(needle), "'{needle}' not in --help:\n{help}");
+    }
+}
+
+#[test]
+fn summary_prints_the_layer_table() {
+    let out = strata(
+        &[
+            "train-vision",
+            "--summary",
+            "--stride",
+            "2",
+            "--padding",
+            "1",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stride 2 with padding 1 halves the side: 28 → 14 → 7, pooled to 3.
+    assert!(stdout.contains("[1, 32, 14, 14]"), "{stdout}");
+    assert!(stdout.contains("[1, 64, 7, 7]"), "{stdout}");
+    assert!(stdout.contains("[1, 64, 3, 3]"), "{stdout}");
+}
+
+#[test]
+fn bench_list_names_the_benchmarks() {
+    let out = strata(&["bench", "--list"], &[]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cnn-train");
 }

@@ -154,6 +154,17 @@ pub fn select_device(
     Ok((kind, kind.device(index)?))
 }
 
+/// The device of the first backend compiled in (tests and examples: with `cargo xtask test
+/// --backend B`, B is the only one).
+pub fn first_compiled_device() -> Device {
+    let kind = BackendKind::compiled()
+        .first()
+        .copied()
+        .expect("at least one backend feature is enabled");
+    kind.device(None)
+        .unwrap_or_else(|e| panic!("cannot open the {} device: {e}", kind.name()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

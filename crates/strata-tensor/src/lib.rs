@@ -5,7 +5,7 @@
 //! - [`seed`]: one call that makes a run reproducible on a backend;
 //! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
-//! - [`fsutil`]: atomic file writes.
+//! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`).
 //!
 //! `burn` itself is re-exported so that crates deriving `Module`/`Config` through Strata see
 //! the same version.
@@ -13,11 +13,11 @@
 pub use burn;
 
 pub mod backend;
-pub mod fsutil;
+pub mod names;
 pub mod ops;
 pub mod weights;
 
-pub use backend::{BackendError, BackendKind, select_device};
+pub use backend::{BackendError, BackendKind, first_compiled_device, select_device};
 
 /// Seeds the backend's random number generator (parameter initialisation, dropout, random
 /// tensors). Data order is seeded separately, by the data loader.

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 
 /// Errors while saving or loading weights.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,30 @@ pub enum WeightsError {
     },
 }
 
-/// Saves `module`'s parameters to a `.safetensors` file (replacing it atomically).
+/// Saves `module`'s parameters to a `.safetensors` file in burn's layout (replacing it
+/// atomically).
 pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
-    let mut store = SafetensorsStore::from_file(path).overwrite(true);
+    save_to(module, path, SafetensorsStore::from_file(path))
+}
+
+/// Saves `module`'s parameters to a `.safetensors` file in the layout of a PyTorch
+/// `state_dict` (`Linear` weights `[out, in]`, norm parameters `weight`/`bias`), which
+/// `model.load_state_dict(safetensors.torch.load_file(path))` takes for a PyTorch module with the
+/// same names. [`load_pytorch_safetensors`] reads it back.
+pub fn save_pytorch_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
+    save_to(
+        module,
+        path,
+        SafetensorsStore::from_file(path).with_to_adapter(BurnToPyTorchAdapter),
+    )
+}
+
+fn save_to<M: Module>(
+    module: &M,
+    path: &Path,
+    store: SafetensorsStore,
+) -> Result<(), WeightsError> {
+    let mut store = store.overwrite(true);
     module
         .save_into(&mut store)
         .map_err(|e| WeightsError::Save {

@@ -1,47 +1,57 @@
-//! Scoring a trained classifier on a held-out set.
+//! Scoring a trained model on a held-out set, for any task.
 
 use std::sync::Arc;
 
 use burn::data::dataloader::DataLoader;
 use burn::data::dataset::DatasetError;
-use burn::train::{ClassificationOutput, InferenceStep};
-use strata_tensor::ops::correct_count;
+use burn::train::InferenceStep;
+use serde::Serialize;
 
-/// Loss and accuracy of a classifier over a whole dataset.
-#[derive(Debug, Clone, Copy, PartialEq)]
+use crate::task::{TaskKind, TaskOutput};
+
+/// What a model scores over a whole dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Score {
-    /// Sample-weighted mean loss.
+    /// The task scored.
+    pub task: TaskKind,
+    /// Mean loss, weighted by items (tokens for a language model).
     pub loss: f64,
-    /// Fraction of correct top-1 predictions, in [0, 1].
-    pub accuracy: f64,
-    /// Number of items scored.
+    /// Fraction of correct predictions (top-1 class, or next token), where the task has one.
+    pub accuracy: Option<f64>,
+    /// `exp(loss)`, for a language model.
+    pub perplexity: Option<f64>,
+    /// Items (tokens for a language model) scored.
     pub items: usize,
 }
 
 /// Runs `model` over every batch of `data` (pass `model.valid()` for inference mode).
-pub fn evaluate<M, I>(model: &M, data: &Arc<dyn DataLoader<I>>) -> Result<Score, DatasetError>
+pub fn evaluate<M, I, O>(model: &M, data: &Arc<dyn DataLoader<I>>) -> Result<Score, DatasetError>
 where
-    M: InferenceStep<Input = I, Output = ClassificationOutput>,
+    M: InferenceStep<Input = I, Output = O>,
+    O: TaskOutput,
 {
-    let (mut loss_sum, mut correct, mut items) = (0.0f64, 0usize, 0usize);
+    let (mut loss_sum, mut items) = (0.0f64, 0usize);
+    let mut correct: Option<(usize, usize)> = None;
     for batch in data.iter() {
-        let out = model.step(batch?);
-        let n = out.targets.dims()[0];
-        loss_sum += out.loss.into_scalar::<f64>() * n as f64;
-        correct += correct_count(out.output, out.targets);
-        items += n;
+        let stats = model.step(batch?).stats();
+        loss_sum += stats.loss * stats.weight as f64;
+        items += stats.weight;
+        if let Some((c, n)) = stats.correct {
+            let (sc, sn) = correct.get_or_insert((0, 0));
+            *sc += c;
+            *sn += n;
+        }
     }
+    let loss = if items > 0 {
+        loss_sum / items as f64
+    } else {
+        f64::NAN
+    };
     Ok(Score {
-        loss: if items > 0 {
-            loss_sum / items as f64
-        } else {
-            f64::NAN
-        },
-        accuracy: if items > 0 {
-            correct as f64 / items as f64
-        } else {
-            0.0
-        },
+        task: O::KIND,
+        loss,
+        accuracy: correct.map(|(c, n)| if n > 0 { c as f64 / n as f64 } else { 0.0 }),
+        perplexity: (O::KIND == TaskKind::LanguageModel).then(|| loss.exp()),
         items,
     })
 }

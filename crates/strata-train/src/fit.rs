@@ -1,95 +1,116 @@
-//! [`fit`]: supervised training with burn-train's `SupervisedTraining`, plus the things every
-//! Strata job wants around it — an artifact dir checked before the first batch, a checkpoint per
-//! epoch and `--resume` from the last one, early stopping (restoring the best epoch), an LR schedule,
-//! the weights at the end, and `metrics.json` / `curves.png` kept up to date after every epoch.
+//! [`fit`]: supervised training with burn-train's `SupervisedTraining`, for any task, plus what
+//! every Strata job wants around it: an artifact dir checked before the first batch, a
+//! checkpoint per period and `--resume` from the last one, early stopping (restoring the best
+//! period), the optimizers, schedules, parameter groups and freezing of [`optim`](crate::optim),
+//! clipping of the global gradient norm, runs measured in epochs or in steps, and
+//! `metrics.json` / `curves.png` kept up to date after every period.
 
-use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use burn::data::dataloader::DataLoader;
-use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
-use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
-use burn::lr_scheduler::step::StepLrSchedulerConfig;
-use burn::module::Module;
-use burn::optim::AdamConfig;
+use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
+use burn::data::dataset::DatasetError;
+use burn::module::{Module, ModuleDisplay};
+use burn::tensor::Device;
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
 };
 use burn::train::metric::store::{Aggregate, Direction, Split};
-use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, MetricEarlyStoppingStrategy, StoppingCondition,
-    SupervisedTraining, TrainStep,
+    InferenceStep, Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining,
+    TrainOutput, TrainStep,
 };
+use serde::{Deserialize, Serialize};
 
+use crate::artifact::{ArtifactError, RunOptions, clear_previous_run};
+pub use crate::artifact::{checkpoint_dir, checkpoint_epochs};
 use crate::metrics::Metrics;
+use crate::optim::{
+    LrGroup, OptimizerConfig, ScheduleConfig, clip_grad_norm, path_group, scheduler,
+};
 use crate::progress::{ProgressRenderer, RunLog};
+use crate::task::TaskOutput;
 
-/// How the learning rate moves over the run (it is updated after every optimizer step).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LrSchedule {
-    /// The same rate throughout.
-    Constant,
-    /// Cosine annealing from `lr` to `lr / 100` over all steps (Loshchilov and Hutter, 2017).
-    Cosine,
-    /// Multiply by `gamma` every `every_epochs` epochs.
-    Step {
-        /// Epochs between two decays.
-        every_epochs: usize,
-        /// Decay factor.
-        gamma: f64,
+/// How long a run is, and how often it is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    /// Whole passes over the training data, each followed by an evaluation.
+    Epochs(usize),
+    /// A number of optimizer steps, evaluated every `eval_every` steps: for streams without a
+    /// natural epoch (a language model's corpus). Each period draws `eval_every` batches from
+    /// the training loader, starting a new pass (a new shuffle) whenever one runs out.
+    Steps {
+        /// Optimizer steps in all.
+        max_steps: usize,
+        /// Steps between two evaluations (and checkpoints).
+        eval_every: usize,
     },
 }
 
-impl LrSchedule {
-    /// Parses `constant`, `cosine` or `step` (step: ×0.1 every `max(1, epochs/3)` epochs).
-    pub fn parse(name: &str, epochs: usize) -> Option<Self> {
-        match name {
-            "constant" => Some(Self::Constant),
-            "cosine" => Some(Self::Cosine),
-            "step" => Some(Self::Step {
-                every_epochs: (epochs / 3).max(1),
-                gamma: 0.1,
-            }),
-            _ => None,
+impl Budget {
+    /// Optimizer steps in one period, given the batches in one pass over the training data.
+    pub fn steps_per_period(self, batches_per_pass: usize) -> usize {
+        match self {
+            Self::Epochs(_) => batches_per_pass.max(1),
+            Self::Steps { eval_every, .. } => eval_every.max(1),
         }
     }
 
-    fn scheduler(
-        self,
-        lr: f64,
-        total_steps: usize,
-        steps_per_epoch: usize,
-    ) -> Result<ModuleLrScheduler, String> {
+    /// Periods in the run.
+    pub fn periods(self) -> usize {
         match self {
-            Self::Constant => Ok(lr.into()),
-            Self::Cosine => CosineAnnealingLrSchedulerConfig::new(lr, total_steps.max(1))
-                .with_min_lr(lr / 100.0)
-                .init(),
-            Self::Step {
-                every_epochs,
-                gamma,
-            } => StepLrSchedulerConfig::new(lr, (every_epochs * steps_per_epoch).max(1))
-                .with_gamma(gamma)
-                .init(),
+            Self::Epochs(n) => n,
+            Self::Steps {
+                max_steps,
+                eval_every,
+            } => max_steps.div_ceil(eval_every.max(1)),
+        }
+    }
+
+    /// Optimizer steps in the run.
+    pub fn total_steps(self, batches_per_pass: usize) -> usize {
+        match self {
+            Self::Epochs(n) => n * batches_per_pass.max(1),
+            Self::Steps { max_steps, .. } => max_steps,
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::Epochs(_) => "epoch",
+            Self::Steps { .. } => "period",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Epochs(_) => "--epochs",
+            Self::Steps { .. } => "--max-steps",
         }
     }
 }
 
 /// Settings of a training run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitConfig {
-    /// Epochs to train (in total, counting those a resumed run already did).
-    pub epochs: usize,
+    /// How long the run is (in total, counting what a resumed run already did).
+    pub budget: Budget,
     /// Items per training batch (sets the number of optimizer steps per epoch).
     pub batch_size: usize,
-    /// Base learning rate of Adam.
-    pub lr: f64,
-    /// How the learning rate changes over the run.
-    pub schedule: LrSchedule,
-    /// Stop when the validation loss has not improved for this many epochs.
+    /// The optimizer, its learning rate, weight decay and gradient clipping.
+    pub optimizer: OptimizerConfig,
+    /// How the learning rate moves over the run.
+    pub schedule: ScheduleConfig,
+    /// Parameters with their own learning rate (a fraction of the base rate).
+    pub lr_groups: Vec<LrGroup>,
+    /// Module paths that do not train: no gradient is computed for them, and their layers stay
+    /// in inference mode (BatchNorm running statistics do not move, dropout is off).
+    pub frozen: Vec<String>,
+    /// Stop when the validation loss has not improved for this many periods.
     pub patience: Option<usize>,
     /// Continue from the last checkpoint in the artifact dir.
     pub resume: bool,
@@ -99,6 +120,65 @@ pub struct FitConfig {
     pub backend: String,
     /// `model_type` of the artifact dir (recorded in `metrics.json`).
     pub model_type: String,
+}
+
+impl FitConfig {
+    /// A run of `epochs` epochs with Adam at `lr`, a constant rate, and nothing else.
+    pub fn new(epochs: usize, batch_size: usize, lr: f64) -> Self {
+        Self {
+            budget: Budget::Epochs(epochs),
+            batch_size,
+            optimizer: OptimizerConfig::adam(lr),
+            schedule: ScheduleConfig::new(crate::optim::ScheduleKind::Constant),
+            lr_groups: Vec::new(),
+            frozen: Vec::new(),
+            patience: None,
+            resume: false,
+            seed: 0,
+            backend: String::new(),
+            model_type: String::new(),
+        }
+    }
+
+    /// Checks the settings that can be checked before any data is read.
+    pub fn validate(&self) -> Result<(), FitError> {
+        let invalid = |m: String| Err(FitError::Invalid(m));
+        match self.budget {
+            Budget::Epochs(0) => return invalid("--epochs must be at least 1".into()),
+            Budget::Steps { max_steps: 0, .. } => {
+                return invalid("--max-steps must be at least 1".into());
+            }
+            Budget::Steps { eval_every: 0, .. } => {
+                return invalid("--eval-every must be at least 1".into());
+            }
+            _ => {}
+        }
+        if self.batch_size == 0 {
+            return invalid("--batch-size must be at least 1".into());
+        }
+        self.optimizer.validate().map_err(FitError::Invalid)?;
+        if self.schedule.gamma <= 0.0 || !(0.0..=1.0).contains(&self.schedule.min_lr_ratio) {
+            return invalid("the schedule's gamma must be above 0 and its floor in [0, 1]".into());
+        }
+        if self.schedule.step_every == Some(0) {
+            return invalid("the step schedule's interval must be at least 1 step".into());
+        }
+        for g in &self.lr_groups {
+            if !(g.lr_scale >= 0.0 && g.lr_scale.is_finite()) {
+                return invalid(format!(
+                    "the learning-rate scale of '{}' must be 0 or more, not {}",
+                    g.prefix, g.lr_scale
+                ));
+            }
+        }
+        if self.patience == Some(0) {
+            return invalid(
+                "--patience must be at least 1 (evaluations without a better validation loss)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Why a run could not be trained.
@@ -117,18 +197,25 @@ pub enum FitError {
         "--resume: no checkpoint in {0}; train without --resume first (or point --artifact-dir at a run that has one)"
     )]
     NoCheckpoint(PathBuf),
-    /// `--resume` of a run that already did its epochs.
+    /// `--resume` of a run that already did its periods.
     #[error(
-        "--resume: the checkpoint in {dir} is from epoch {done}, which already reaches --epochs {epochs}; pass a larger --epochs to train further"
+        "--resume: the checkpoint in {dir} is from {unit} {done}, which already reaches the {total} {unit}s asked for; pass a larger {flag} to train further"
     )]
     AlreadyDone {
         /// The artifact dir.
         dir: PathBuf,
-        /// Epoch of the last checkpoint.
+        /// Period of the last checkpoint.
         done: usize,
-        /// Epochs asked for.
-        epochs: usize,
+        /// Periods asked for.
+        total: usize,
+        /// `epoch` or `period`.
+        unit: &'static str,
+        /// The option that sets the length: `--epochs` or `--max-steps`.
+        flag: &'static str,
     },
+    /// The artifact dir's files could not be read or written.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     /// The settings are invalid.
     #[error("{0}")]
     Invalid(String),
@@ -146,215 +233,313 @@ pub struct Fitted<M> {
     pub metrics: Metrics,
 }
 
-/// Folder of the per-epoch checkpoints inside an artifact dir.
-pub fn checkpoint_dir(artifact_dir: &Path) -> PathBuf {
-    artifact_dir.join("checkpoint")
-}
-
-/// Adam as PyTorch defines it (`betas = (0.9, 0.999)`, `eps = 1e-8`; burn's default epsilon
-/// is 1e-5), the optimizer of every Strata training run.
-pub fn adam() -> AdamConfig {
-    AdamConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.999)
-        .with_epsilon(1e-8)
-}
-
-/// Checks everything that can be checked before data is read — the settings, `--resume`, and
-/// that the artifact dir can be written — and returns the epoch a resumed run continues from.
-pub fn prepare(artifact_dir: &Path, config: &FitConfig) -> Result<Option<usize>, FitError> {
+/// Checks everything that can be checked before data is read (the settings, `--resume` and
+/// its compatibility with the checkpointed run, that the artifact dir can be written), records
+/// the run's options for a later `--resume`, and returns the period a resumed run continues
+/// from. `job` holds the family's options that a resumed run must share.
+pub fn prepare(
+    artifact_dir: &Path,
+    config: &FitConfig,
+    job: serde_json::Value,
+) -> Result<Option<usize>, FitError> {
     config.validate()?;
+    let options = RunOptions {
+        model_type: config.model_type.clone(),
+        job,
+        fit: config.clone(),
+    };
     let resume_from = if config.resume {
-        Some(resume_epoch(artifact_dir, config.epochs)?)
+        let done = resume_epoch(artifact_dir, config.budget)?;
+        if let Some(before) = RunOptions::load(artifact_dir) {
+            options.check_resume(&before, artifact_dir)?;
+        }
+        Some(done)
     } else {
         None
     };
-    strata_tensor::fsutil::ensure_writable_dir(artifact_dir).map_err(|source| {
+    strata_data::fsutil::ensure_writable_dir(artifact_dir).map_err(|source| {
         FitError::ArtifactDir {
             dir: artifact_dir.to_path_buf(),
             source,
         }
     })?;
+    if resume_from.is_none() {
+        // A fresh run: stale checkpoints and metric logs of an earlier run would mix in.
+        clear_previous_run(artifact_dir);
+    }
+    options.save(artifact_dir)?;
     Ok(resume_from)
 }
 
-/// Removes what an earlier run left in `artifact_dir`: checkpoints (`checkpoint/*-N.bpk`) and
-/// burn-train's metric logs (`train/epoch-N`, `valid/epoch-N`). Nothing else is touched.
-fn clear_previous_run(artifact_dir: &Path) {
-    let entries = |dir: &Path| -> Vec<(PathBuf, String)> {
-        fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let numbered = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let checkpoints = checkpoint_dir(artifact_dir);
-    for (path, name) in entries(&checkpoints) {
-        let ours = ["model-", "optim-", "scheduler-"].iter().any(|p| {
-            name.strip_prefix(p)
-                .and_then(|r| r.strip_suffix(".bpk"))
-                .is_some_and(numbered)
-        });
-        if ours {
-            let _ = fs::remove_file(path);
-        }
-    }
-    let _ = fs::remove_dir(&checkpoints); // only if now empty
-    for split in ["train", "valid"] {
-        let dir = artifact_dir.join(split);
-        for (path, name) in entries(&dir) {
-            if name.strip_prefix("epoch-").is_some_and(numbered) && path.is_dir() {
-                let _ = fs::remove_dir_all(path);
-            }
-        }
-        let _ = fs::remove_dir(&dir);
-    }
-}
-
-/// Epochs with a complete checkpoint (model, optimizer and scheduler), ascending.
-pub fn checkpoint_epochs(artifact_dir: &Path) -> Vec<usize> {
-    let dir = checkpoint_dir(artifact_dir);
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut epochs: Vec<usize> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("model-")?
-                .strip_suffix(".bpk")?
-                .parse()
-                .ok()
-        })
-        .filter(|epoch| {
-            ["optim", "scheduler"]
-                .iter()
-                .all(|p| dir.join(format!("{p}-{epoch}.bpk")).is_file())
-        })
-        .collect();
-    epochs.sort_unstable();
-    epochs
-}
-
-impl FitConfig {
-    /// Checks the settings that can be checked before any data is read.
-    pub fn validate(&self) -> Result<(), FitError> {
-        if self.epochs == 0 {
-            return Err(FitError::Invalid("--epochs must be at least 1".into()));
-        }
-        if self.batch_size == 0 {
-            return Err(FitError::Invalid("--batch-size must be at least 1".into()));
-        }
-        if !(self.lr > 0.0 && self.lr <= 1.0) {
-            return Err(FitError::Invalid(format!(
-                "--lr {} is out of range: use a learning rate in (0, 1]",
-                self.lr
-            )));
-        }
-        if self.patience == Some(0) {
-            return Err(FitError::Invalid(
-                "--patience must be at least 1 (epochs without a better validation loss)".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The epoch `--resume` continues from: the last complete checkpoint in `artifact_dir`, which
-/// must be below `epochs`.
-pub fn resume_epoch(artifact_dir: &Path, epochs: usize) -> Result<usize, FitError> {
+/// The period `--resume` continues from: the last complete checkpoint in `artifact_dir`, which
+/// must be below the budget's periods.
+pub fn resume_epoch(artifact_dir: &Path, budget: Budget) -> Result<usize, FitError> {
     let last = *checkpoint_epochs(artifact_dir)
         .last()
         .ok_or_else(|| FitError::NoCheckpoint(checkpoint_dir(artifact_dir)))?;
-    if last >= epochs {
+    if last >= budget.periods() {
         return Err(FitError::AlreadyDone {
             dir: artifact_dir.to_path_buf(),
             done: last,
-            epochs,
+            total: budget.periods(),
+            unit: budget.unit(),
+            flag: budget.flag(),
         });
     }
     Ok(last)
 }
 
-/// Trains a classifier: Adam, cross-entropy loss and accuracy on both splits, a checkpoint per
-/// epoch under `artifact_dir/checkpoint` (the last and the best validation epoch are kept).
+/// The module burn-train trains: the family's model, plus the clipping of the global gradient
+/// norm after every backward pass (burn clips each parameter on its own; PyTorch's
+/// `clip_grad_norm_` clips them together). Its parameters live under `model.`.
+#[derive(Module, Debug)]
+pub struct Trainee<M: Module> {
+    /// The family's model.
+    pub model: M,
+    /// Maximum global gradient norm.
+    #[module(skip)]
+    pub clip_grad_norm: Option<f64>,
+}
+
+/// Field name of the model inside [`Trainee`], the first part of every parameter path.
+const ROOT: &str = "model";
+
+impl<M, I, O> TrainStep for Trainee<M>
+where
+    M: TrainStep<Input = I, Output = O> + Module,
+    I: Send + 'static,
+    O: burn::train::metric::ItemLazy + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    fn step(&self, item: I) -> TrainOutput<O> {
+        let mut out = self.model.step(item);
+        if let Some(max_norm) = self.clip_grad_norm {
+            clip_grad_norm(&self.model, &mut out.grads, max_norm);
+        }
+        out
+    }
+}
+
+impl<M, I, O> InferenceStep for Trainee<M>
+where
+    M: InferenceStep<Input = I, Output = O> + Module,
+    I: Send + 'static,
+    O: burn::train::metric::ItemLazy + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    fn step(&self, item: I) -> O {
+        self.model.step(item)
+    }
+}
+
+/// A training loader for a run measured in steps: each pass over it (a period) yields the
+/// next period's batches, drawn from `inner` and starting a new pass over `inner` whenever one
+/// runs out.
+struct PeriodLoader<I> {
+    inner: Arc<dyn DataLoader<I>>,
+    budget: Budget,
+    batch_size: usize,
+    /// Periods already run (counting those of the run that is resumed).
+    period: Arc<AtomicUsize>,
+}
+
+impl<I> PeriodLoader<I> {
+    fn batches(&self, period: usize) -> usize {
+        match self.budget {
+            Budget::Steps {
+                max_steps,
+                eval_every,
+            } => eval_every.min(max_steps.saturating_sub(period * eval_every)),
+            Budget::Epochs(_) => 0,
+        }
+    }
+}
+
+struct PeriodIter<'a, I> {
+    loader: &'a PeriodLoader<I>,
+    current: Option<Box<dyn DataLoaderIterator<I> + 'a>>,
+    /// Whether the current pass over `inner` has yielded anything (an empty one ends the period).
+    yielded: bool,
+    done: usize,
+    total: usize,
+}
+
+impl<I> Iterator for PeriodIter<'_, I> {
+    type Item = Result<I, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done >= self.total {
+            return None;
+        }
+        loop {
+            let iter = self.current.get_or_insert_with(|| self.loader.inner.iter());
+            match iter.next() {
+                Some(item) => {
+                    self.yielded = true;
+                    self.done += 1;
+                    return Some(item);
+                }
+                None if self.yielded => {
+                    self.current = None;
+                    self.yielded = false;
+                }
+                None => return None,
+            }
+        }
+    }
+}
+
+impl<I> DataLoaderIterator<I> for PeriodIter<'_, I> {
+    fn progress(&self) -> Progress {
+        let bs = self.loader.batch_size;
+        Progress::new(self.done * bs, self.total * bs, None)
+    }
+}
+
+impl<I: Send + Sync + 'static> DataLoader<I> for PeriodLoader<I> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<I> + 'a> {
+        let period = self.period.fetch_add(1, Ordering::SeqCst);
+        Box::new(PeriodIter {
+            loader: self,
+            current: None,
+            yielded: false,
+            done: 0,
+            total: self.batches(period),
+        })
+    }
+
+    fn num_items(&self) -> usize {
+        self.batches(self.period.load(Ordering::SeqCst)) * self.batch_size
+    }
+
+    fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<I>> {
+        Arc::new(PeriodLoader {
+            inner: self.inner.to_device(device),
+            budget: self.budget,
+            batch_size: self.batch_size,
+            period: self.period.clone(),
+        })
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<I>> {
+        Arc::new(PeriodLoader {
+            inner: self.inner.slice(start, end),
+            budget: self.budget,
+            batch_size: self.batch_size,
+            period: self.period.clone(),
+        })
+    }
+}
+
+/// Trains `model` on `train`, evaluating on `valid` after every period, for any task whose
+/// output implements [`TaskOutput`] (classification, language model, regression). A checkpoint
+/// is written per period under `artifact_dir/checkpoint` (the last and the best validation
+/// period are kept).
 ///
-/// `model` must have been initialised on the autodiff training device (seeded by the caller); the
-/// dataloaders are moved to the right devices by burn-train.
-pub fn fit<M, I>(
+/// `model` must have been initialised on the autodiff training device (seeded by the caller);
+/// the dataloaders are moved to the right devices by burn-train. In a run measured in
+/// [`Budget::Steps`], `train` is drawn from period after period, reshuffled at each pass.
+/// `job` holds the family's options that `--resume` checks (see [`prepare`]).
+pub fn fit<M, I, O>(
     model: M,
     artifact_dir: &Path,
     train: Arc<dyn DataLoader<I>>,
     valid: Arc<dyn DataLoader<I>>,
     config: &FitConfig,
+    job: serde_json::Value,
 ) -> Result<Fitted<M>, FitError>
 where
-    M: TrainStep<Input = I, Output = ClassificationOutput>
-        + InferenceStep<Input = I, Output = ClassificationOutput>
+    M: TrainStep<Input = I, Output = O>
+        + InferenceStep<Input = I, Output = O>
         + Module
-        + std::fmt::Display
+        + ModuleDisplay
         + 'static,
-    I: Send + Clone + std::fmt::Debug + 'static,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: TaskOutput,
 {
-    let resume_from = prepare(artifact_dir, config)?;
-    if resume_from.is_none() {
-        // A fresh run: stale checkpoints and metric logs of an earlier run would mix in.
-        clear_previous_run(artifact_dir);
-    }
+    let resume_from = prepare(artifact_dir, config, job)?;
+    let batches_per_pass = train.num_items().div_ceil(config.batch_size).max(1);
+    let steps_per_period = config.budget.steps_per_period(batches_per_pass);
+    let total_steps = config.budget.total_steps(batches_per_pass);
 
     let mut metrics = Metrics {
         model_type: config.model_type.clone(),
+        task: Some(O::KIND),
         backend: config.backend.clone(),
         seed: config.seed,
+        steps_per_period,
         ..Metrics::default()
     };
     if let Some(done) = resume_from {
         match Metrics::load(artifact_dir) {
-            Ok(previous) => {
-                metrics.history = previous
-                    .history
-                    .into_iter()
-                    .filter(|r| r.epoch <= done)
-                    .collect();
+            Ok(mut previous) => {
+                previous.truncate_to(done);
+                metrics.history = previous.history;
+                metrics.step_loss = previous.step_loss;
                 metrics.wall_seconds = previous.wall_seconds;
             }
             Err(e) => eprintln!(
-                "warning: the history of epochs 1-{done} is lost: cannot read {}/metrics.json ({e})",
+                "warning: the history before period {done} is lost: cannot read {}/metrics.json ({e})",
                 artifact_dir.display()
             ),
         }
     }
+    let unit = config.budget.unit();
     let log = Arc::new(Mutex::new(RunLog {
         dir: artifact_dir.to_path_buf(),
         title: format!("{} ({})", config.model_type, config.backend),
+        columns: O::KIND.columns(),
+        x_unit: if unit == "epoch" { "epoch" } else { "step" },
         metrics,
         write_error: None,
     }));
 
-    let steps_per_epoch = train.num_items().div_ceil(config.batch_size).max(1);
-    let scheduler = config
-        .schedule
-        .scheduler(config.lr, steps_per_epoch * config.epochs, steps_per_epoch)
-        .map_err(FitError::Invalid)?;
-    if let Some(epoch) = resume_from {
+    let train: Arc<dyn DataLoader<I>> = match config.budget {
+        Budget::Epochs(_) => train,
+        Budget::Steps { .. } => Arc::new(PeriodLoader {
+            inner: train,
+            budget: config.budget,
+            batch_size: config.batch_size,
+            period: Arc::new(AtomicUsize::new(resume_from.unwrap_or(0))),
+        }),
+    };
+
+    let mut model = model;
+    for path in &config.frozen {
+        model = model.freeze_group(path_group("", path));
+    }
+    let model = Trainee {
+        model,
+        clip_grad_norm: config.optimizer.clip_grad_norm,
+    };
+    let scheduler = scheduler(
+        &config.schedule,
+        config.optimizer.lr,
+        total_steps,
+        &config.lr_groups,
+        ROOT,
+    );
+    if let Some(period) = resume_from {
         // burn-train panics on a checkpoint that does not fit; check it first.
-        let path = checkpoint_dir(artifact_dir).join(format!("model-{epoch}.bpk"));
+        let path = checkpoint_dir(artifact_dir).join(format!("model-{period}.bpk"));
         model.clone().try_load_file(&path).map_err(|e| {
             FitError::Invalid(format!(
-                "--resume: the checkpoint {} does not fit this model ({e}); use the --model and --dataset of that run, or another --artifact-dir",
+                "--resume: the checkpoint {} does not fit this model ({e}); use the options of that run, or another --artifact-dir",
                 path.display()
             ))
         })?;
     }
-    let learner = Learner::new(model, adam().init(), scheduler);
+    let learner = Learner::new(model, config.optimizer.init(), scheduler);
 
     let mut training = SupervisedTraining::new(artifact_dir, train, valid)
-        .metrics((LossMetric::new(), AccuracyMetric::new()))
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(LearningRateMetric::new())
-        .num_epochs(config.epochs)
+        .num_epochs(config.budget.periods())
         .with_default_checkpointers()
         .with_checkpointing_strategy(
             ComposedCheckpointingStrategy::builder()
@@ -367,8 +552,13 @@ where
                 ))
                 .build(),
         )
-        .renderer(Box::new(ProgressRenderer::new(log.clone())))
+        .renderer(Box::new(ProgressRenderer::new(
+            log.clone(),
+            steps_per_period,
+            unit,
+        )))
         .with_application_logger(None);
+    training = O::register(training);
     if let Some(patience) = config.patience {
         training = training.early_stopping(MetricEarlyStoppingStrategy::new(
             &LossMetric::new(),
@@ -380,9 +570,9 @@ where
             },
         ));
     }
-    if let Some(epoch) = resume_from {
-        eprintln!("resuming from the checkpoint of epoch {epoch}");
-        training = training.checkpoint(epoch);
+    if let Some(period) = resume_from {
+        eprintln!("resuming from the checkpoint of {unit} {period}");
+        training = training.checkpoint(period);
     }
 
     let started = Instant::now();
@@ -397,16 +587,11 @@ where
     let metrics = &mut log.metrics;
     metrics.wall_seconds += started.elapsed().as_secs_f64();
     let last = metrics.history.last().map_or(0, |r| r.epoch);
-    metrics.stopped_early = last < config.epochs;
-    metrics.best_epoch = metrics
-        .history
-        .iter()
-        .filter(|r| r.valid_loss.is_some_and(f64::is_finite))
-        .min_by(|a, b| a.valid_loss.partial_cmp(&b.valid_loss).expect("finite"))
-        .map(|r| r.epoch);
+    metrics.stopped_early = last < config.budget.periods();
+    metrics.best_epoch = metrics.best_period();
     let mut model = result.model;
-    // With early stopping, the weights kept are those of the best epoch (Keras'
-    // `restore_best_weights`); otherwise the last epoch's, as a plain PyTorch loop returns.
+    // With early stopping, the weights kept are those of the best period (Keras'
+    // `restore_best_weights`); otherwise the last period's, as a plain PyTorch loop returns.
     if config.patience.is_some()
         && let Some(best) = metrics.best_epoch.filter(|&b| b != last)
     {
@@ -419,5 +604,14 @@ where
         })?;
     }
     let metrics = metrics.clone();
-    Ok(Fitted { model, metrics })
+    metrics.save(artifact_dir).map_err(|e| {
+        FitError::Training(format!(
+            "cannot write {}/metrics.json: {e}",
+            artifact_dir.display()
+        ))
+    })?;
+    Ok(Fitted {
+        model: model.model,
+        metrics,
+    })
 }

@@ -1,19 +1,23 @@
-//! The one training harness of Strata.
+//! The one training harness of Strata, for every model family and task.
 //!
-//! [`fit`](fit::fit) runs burn-train's `SupervisedTraining` with what every job needs around it:
-//! a progress bar with throughput and ETA ([`progress`]), `metrics.json` and `curves.png` after
-//! every epoch ([`metrics`], [`plot`]), a checkpoint per epoch and `--resume`, early stopping, an
-//! LR schedule, and the best epoch's weights at the end. [`datasets`] finds dataset files on disk
-//! or downloads them. [`eval`] scores a classifier on a held-out set.
+//! [`fit`](fit::fit) runs burn-train's `SupervisedTraining` for any task ([`task`]:
+//! classification, language model, regression) with what every job needs around it: the
+//! optimizers, schedules with warm-up, parameter groups and gradient clipping of [`optim`]; frozen
+//! parts; runs measured in epochs or steps; a progress bar with throughput and ETA
+//! ([`progress`]); `metrics.json` and `curves.png` after every period ([`metrics`], [`plot`]);
+//! a checkpoint per period and `--resume`; early stopping; and the artifact-dir rules every
+//! family shares ([`artifact`]). [`eval`] scores a model on a held-out set.
 
-pub mod datasets;
+pub mod artifact;
 pub mod eval;
 pub mod fit;
 pub mod metrics;
+pub mod optim;
 pub mod plot;
 pub mod progress;
-#[cfg(feature = "testing")]
-pub mod testing;
+pub mod task;
 
-pub use fit::{FitConfig, FitError, Fitted, LrSchedule, fit};
-pub use metrics::{EpochRecord, Metrics};
+pub use fit::{Budget, FitConfig, FitError, Fitted, fit};
+pub use metrics::{Metrics, Record};
+pub use optim::{LrGroup, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
+pub use task::{TaskKind, TaskOutput};

@@ -1,4 +1,5 @@
-//! Training curves as a PNG: loss (left) and accuracy (right) per epoch, train and valid.
+//! Training curves as a PNG: a panel per column of the task (loss, accuracy, perplexity), train
+//! and valid per period, and the smoothed training loss of every step.
 
 use std::path::Path;
 use std::sync::Once;
@@ -6,7 +7,8 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::metrics::EpochRecord;
+use crate::metrics::Metrics;
+use crate::task::Column;
 
 static FONT: Once = Once::new();
 
@@ -22,54 +24,96 @@ fn register_font() {
 }
 
 /// One line of a panel.
-struct Series<'a> {
-    label: &'a str,
+struct Series {
+    label: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
+    /// Draw a marker at each point (per-period values), or a plain line (per-step values).
+    markers: bool,
 }
 
-/// Draws `curves.png`-style training curves into `path` (written as given: callers wanting
-/// atomicity pass a temporary name).
-pub fn draw_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<(), String> {
+/// Trailing mean over `window` points, thinned to at most about 1,000 points.
+fn smooth(points: &[(usize, f64)], window: usize) -> Vec<(usize, f64)> {
+    let window = window.max(1);
+    let stride = points.len().div_ceil(1000).max(1);
+    let mut sum = 0.0;
+    let mut out = Vec::with_capacity(points.len() / stride + 1);
+    for (i, &(step, v)) in points.iter().enumerate() {
+        sum += v;
+        if i >= window {
+            sum -= points[i - window].1;
+        }
+        if i % stride == 0 || i + 1 == points.len() {
+            out.push((step, sum / (i + 1).min(window) as f64));
+        }
+    }
+    out
+}
+
+/// Draws the training curves of `metrics` into `path` (written as given: callers wanting
+/// atomicity pass a temporary name): one panel per column of the task (loss, then accuracy or
+/// perplexity ...), train and valid per period, and in the loss panel the training loss of every
+/// step, smoothed. The x axis counts epochs (`x_unit = "epoch"`, fractional between two) or steps.
+pub fn draw_curves(
+    metrics: &Metrics,
+    columns: &[Column],
+    x_unit: &str,
+    title: &str,
+    path: &Path,
+) -> Result<(), String> {
     register_font();
-    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    let width = 600 * columns.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
         .titled(title, ("sans-serif", 22))
         .map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(600);
-    let pick = |f: fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-        history
-            .iter()
-            .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
-            .collect()
+    let per_period = metrics.steps_per_period.max(1) as f64;
+    let x_of_step = |step: usize| {
+        if x_unit == "epoch" {
+            step as f64 / per_period
+        } else {
+            step as f64
+        }
     };
-    type Field = fn(&EpochRecord) -> Option<f64>;
-    let train_valid = |train: Field, valid: Field| {
-        [
-            Series {
-                label: "train",
-                color: BLUE,
-                points: pick(train),
-            },
-            Series {
-                label: "valid",
-                color: RED,
-                points: pick(valid),
-            },
-        ]
-    };
-    let loss = train_valid(|r| r.train_loss, |r| r.valid_loss);
-    let acc = train_valid(|r| r.train_accuracy, |r| r.valid_accuracy);
-    panel(&left, "loss", &loss)?;
-    panel(&right, "accuracy", &acc)?;
+    let areas = root.split_evenly((1, columns.len().max(1)));
+    for (area, column) in areas.iter().zip(columns) {
+        let mut series = Vec::new();
+        if column.key == "loss" && metrics.step_loss.len() > 1 {
+            let window = (metrics.step_loss.len() / 50).clamp(1, metrics.steps_per_period.max(1));
+            series.push(Series {
+                label: format!("train (per step, mean of {window})"),
+                color: RGBColor(150, 190, 235),
+                points: smooth(&metrics.step_loss, window)
+                    .into_iter()
+                    .map(|(s, v)| (x_of_step(s), v))
+                    .collect(),
+                markers: false,
+            });
+        }
+        for (split, color) in [("train", BLUE), ("valid", RED)] {
+            let key = format!("{split}_{}", column.key);
+            series.push(Series {
+                label: split.to_string(),
+                color,
+                points: metrics
+                    .history
+                    .iter()
+                    .filter_map(|r| r.get(&key).map(|v| (x_of_step(r.step), v)))
+                    .collect(),
+                markers: true,
+            });
+        }
+        panel(area, column.key, x_unit, &series)?;
+    }
     root.present().map_err(|e| e.to_string())
 }
 
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     name: &str,
-    series: &[Series<'_>],
+    x_unit: &str,
+    series: &[Series],
 ) -> Result<(), String> {
     let all: Vec<(f64, f64)> = series
         .iter()
@@ -100,15 +144,14 @@ fn panel<DB: DrawingBackend>(
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
-        .x_desc("epoch")
+        .x_desc(x_unit)
         .y_desc(name)
-        .x_labels(((x1 - x0).round() as usize + 1).clamp(2, 10))
-        // Epochs are whole numbers: label only the ticks that fall on one.
+        .x_labels(10)
         .x_label_formatter(&|x| {
-            if (x - x.round()).abs() < 1e-6 {
+            if x.fract().abs() < 1e-9 {
                 format!("{x:.0}")
             } else {
-                String::new()
+                format!("{x:.1}")
             }
         })
         .draw()
@@ -118,11 +161,13 @@ fn panel<DB: DrawingBackend>(
         chart
             .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
-            .label(s.label)
+            .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| e.to_string())?;
+        if s.markers {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| e.to_string())?;
+        }
     }
     chart
         .configure_series_labels()

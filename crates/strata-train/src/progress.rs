@@ -3,8 +3,10 @@
 //! `curves.png`), so a crashed or interrupted run still shows its history.
 //!
 //! [`ProgressRenderer`] implements burn-train's `MetricsRenderer`; the learner calls it from its
-//! training thread. Per-epoch figures are read from burn-train's `Final` metric entries (sample-
-//! weighted epoch means).
+//! training thread. Per-period figures are read from burn-train's `Final` metric entries (sample-
+//! weighted means); which metric feeds which column is decided once, when burn-train registers
+//! the metrics, from the task's [`Column`]s. A "period" is an epoch, or `--eval-every` steps in a
+//! run measured in steps.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -14,22 +16,16 @@ use std::time::Instant;
 
 use burn::train::LearnerSummary;
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
-use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
+use burn::train::metric::{LearningRateMetric, MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::metrics::{EpochRecord, Metrics};
+use crate::metrics::{Metrics, Record};
 use crate::plot::draw_curves;
-
-/// Name burn-train gives the loss metric.
-pub const LOSS: &str = "Loss";
-/// Name burn-train gives the accuracy metric (in percent).
-pub const ACCURACY: &str = "Accuracy";
-/// Name burn-train gives the learning-rate metric.
-pub const LEARNING_RATE: &str = "Learning Rate";
+use crate::task::{Column, Source};
 
 /// The run's history, shared between the renderer (which appends epochs) and the harness.
 #[derive(Debug)]
@@ -38,6 +34,10 @@ pub struct RunLog {
     pub dir: PathBuf,
     /// Title of the curves.
     pub title: String,
+    /// The task's columns.
+    pub columns: Vec<Column>,
+    /// Label of the x axis: `epoch` or `step`.
+    pub x_unit: &'static str,
     /// Everything written to `metrics.json`.
     pub metrics: Metrics,
     /// First error met while writing the files, reported when training ends.
@@ -51,8 +51,9 @@ impl RunLog {
             .save(&self.dir)
             .map_err(|e| format!("cannot write {}/metrics.json: {e}", self.dir.display()))?;
         let path = self.dir.join("curves.png");
-        strata_tensor::fsutil::write_atomic_with(&path, |tmp| {
-            draw_curves(&self.metrics.history, &self.title, tmp).map_err(std::io::Error::other)
+        strata_data::fsutil::write_atomic_with(&path, |tmp| {
+            draw_curves(&self.metrics, &self.columns, self.x_unit, &self.title, tmp)
+                .map_err(std::io::Error::other)
         })
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
@@ -68,34 +69,68 @@ struct Split {
     loss: (f64, usize),
 }
 
-/// Progress bars and per-epoch bookkeeping, plugged into burn-train with `.renderer(..)`.
+/// What a registered burn-train metric feeds.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// A column of the task, with the factor to our unit.
+    Column(&'static str, f64),
+    /// The learning rate.
+    LearningRate,
+}
+
+/// Progress bars and per-period bookkeeping, plugged into burn-train with `.renderer(..)`.
 #[derive(Debug)]
 pub struct ProgressRenderer {
-    names: HashMap<MetricId, String>,
+    by_name: HashMap<String, Target>,
+    targets: HashMap<MetricId, Target>,
+    columns: Vec<Column>,
     log: Arc<Mutex<RunLog>>,
     bar: Option<ProgressBar>,
     split: Split,
     epoch: usize,
     total_epochs: usize,
+    step: usize,
+    steps_per_period: usize,
+    unit: &'static str,
     epoch_started: Option<Instant>,
     train_seconds: f64,
     train_items: usize,
-    train: HashMap<String, f64>,
-    valid: HashMap<String, f64>,
+    train: HashMap<&'static str, f64>,
+    valid: HashMap<&'static str, f64>,
     last_lr: Option<f64>,
     interactive: bool,
 }
 
 impl ProgressRenderer {
-    /// A renderer that appends finished epochs to `log`.
-    pub fn new(log: Arc<Mutex<RunLog>>) -> Self {
+    /// A renderer that appends finished periods to `log`; a period is `steps_per_period`
+    /// optimizer steps, and is called `unit` (`epoch` or `period`) in the progress lines.
+    pub fn new(log: Arc<Mutex<RunLog>>, steps_per_period: usize, unit: &'static str) -> Self {
+        let columns = log.lock().expect("run log lock").columns.clone();
+        let mut by_name: HashMap<String, Target> = columns
+            .iter()
+            .filter_map(|c| match &c.source {
+                Source::Metric { name, scale } => {
+                    Some((name.clone(), Target::Column(c.key, *scale)))
+                }
+                Source::ExpLoss => None,
+            })
+            .collect();
+        by_name.insert(
+            burn::train::metric::Metric::name(&LearningRateMetric::new()).to_string(),
+            Target::LearningRate,
+        );
         Self {
-            names: HashMap::new(),
+            by_name,
+            targets: HashMap::new(),
+            columns,
             log,
             bar: None,
             split: Split::default(),
             epoch: 1,
             total_epochs: 0,
+            step: 0,
+            steps_per_period,
+            unit,
             epoch_started: None,
             train_seconds: 0.0,
             train_items: 0,
@@ -110,55 +145,79 @@ impl ProgressRenderer {
         let MetricState::Numeric(entry, Some(value)) = state else {
             return;
         };
-        let Some(name) = self.names.get(&entry.metric_id).cloned() else {
+        let Some(&target) = self.targets.get(&entry.metric_id) else {
             return;
         };
-        match value {
-            NumericEntry::Final(v) => {
-                if train {
-                    self.train.insert(name, v);
-                } else {
-                    self.valid.insert(name, v);
-                }
-            }
+        let (v, running) = match value {
+            NumericEntry::Final(v) => (v, false),
             NumericEntry::Aggregated {
                 aggregated_value: v,
-                count,
-            } => self.running(&name, v, count),
-            NumericEntry::Value(v) => self.running(&name, v, 1),
+                ..
+            }
+            | NumericEntry::Value(v) => (v, true),
+        };
+        match target {
+            Target::LearningRate => self.last_lr = Some(v),
+            Target::Column(key, scale) if !running => {
+                let split = if train {
+                    &mut self.train
+                } else {
+                    &mut self.valid
+                };
+                split.insert(key, v * scale);
+            }
+            Target::Column(key, _) => {
+                if key == "loss" {
+                    self.split.loss.0 += v;
+                    self.split.loss.1 += 1;
+                    if train {
+                        self.step += 1;
+                        if v.is_finite() {
+                            let mut log = self.log.lock().expect("run log lock");
+                            log.metrics.step_loss.push((self.step, v));
+                        }
+                    }
+                }
+            }
         }
     }
 
-    fn running(&mut self, name: &str, v: f64, count: usize) {
-        if name == LOSS {
-            self.split.loss.0 += v * count as f64;
-            self.split.loss.1 += count;
-        } else if name == LEARNING_RATE {
-            self.last_lr = Some(v);
-        }
-    }
-
-    fn finish_epoch(&mut self, epoch: usize) {
+    fn finish_period(&mut self, epoch: usize) {
         let seconds = self
             .epoch_started
             .take()
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let pct = |m: &HashMap<String, f64>| m.get(ACCURACY).map(|a| a / 100.0);
-        let record = EpochRecord {
+        let mut values = std::collections::BTreeMap::new();
+        for (prefix, split) in [("train", &self.train), ("valid", &self.valid)] {
+            for c in &self.columns {
+                let v = match c.source {
+                    Source::Metric { .. } => split.get(c.key).copied(),
+                    Source::ExpLoss => split.get("loss").map(|l| l.exp()),
+                };
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    values.insert(format!("{prefix}_{}", c.key), v);
+                }
+            }
+        }
+        if let Some(lr) = self.last_lr {
+            values.insert("learning_rate".into(), lr);
+        }
+        values.insert("seconds".into(), seconds);
+        if self.train_seconds > 0.0 {
+            values.insert(
+                "train_items_per_s".into(),
+                self.train_items as f64 / self.train_seconds,
+            );
+        }
+        let record = Record {
             epoch,
-            train_loss: self.train.get(LOSS).copied().filter(|l| l.is_finite()),
-            train_accuracy: pct(&self.train),
-            valid_loss: self.valid.get(LOSS).copied(),
-            valid_accuracy: pct(&self.valid),
-            learning_rate: self.last_lr,
-            seconds,
-            train_items_per_s: if self.train_seconds > 0.0 {
-                self.train_items as f64 / self.train_seconds
-            } else {
-                0.0
-            },
+            step: self.step,
+            values,
         };
-        eprintln!("{}", epoch_line(&record, self.total_epochs));
+        eprintln!(
+            "{}",
+            period_line(&record, self.unit, self.total_epochs, &self.columns)
+        );
         let mut log = self.log.lock().expect("run log lock");
         log.metrics.history.retain(|r| r.epoch < epoch);
         log.metrics.history.push(record);
@@ -171,22 +230,34 @@ impl ProgressRenderer {
     }
 }
 
-/// The one line printed after each epoch.
-pub fn epoch_line(r: &EpochRecord, total: usize) -> String {
-    let loss = r
-        .train_loss
-        .map_or_else(|| "not finite".to_string(), |l| format!("{l:.4}"));
-    let mut line = format!("epoch {}/{}: train loss {loss}", r.epoch, total);
-    if let Some(a) = r.train_accuracy {
-        line += &format!(" acc {:.2}%", a * 100.0);
+/// The one line printed after each period, e.g.
+/// `epoch 2/5: train loss 0.0412 accuracy 98.71% | valid loss 0.0390 accuracy 98.90% | 980 items/s, 61.2s`.
+pub fn period_line(r: &Record, unit: &str, total: usize, columns: &[Column]) -> String {
+    let fmt = |key: &str, v: f64| match key {
+        "accuracy" => format!("{key} {:.2}%", v * 100.0),
+        "perplexity" => format!("{key} {v:.2}"),
+        _ => format!("{key} {v:.4}"),
+    };
+    let mut line = format!("{unit} {}/{total}", r.epoch);
+    if unit != "epoch" {
+        line += &format!(" (step {})", r.step);
     }
-    if let Some(l) = r.valid_loss {
-        line += &format!(" | valid loss {l:.4}");
+    for (i, split) in ["train", "valid"].into_iter().enumerate() {
+        line += if i == 0 { ": " } else { " | " };
+        line += split;
+        for c in columns {
+            match r.get(&format!("{split}_{}", c.key)) {
+                Some(v) => line += &format!(" {}", fmt(c.key, v)),
+                None if c.key == "loss" => line += " loss not finite",
+                None => {}
+            }
+        }
     }
-    if let Some(a) = r.valid_accuracy {
-        line += &format!(" acc {:.2}%", a * 100.0);
-    }
-    line += &format!(" | {:.0} items/s, {:.1}s", r.train_items_per_s, r.seconds);
+    line += &format!(
+        " | {:.0} items/s, {:.1}s",
+        r.get("train_items_per_s").unwrap_or(0.0),
+        r.get("seconds").unwrap_or(0.0)
+    );
     line
 }
 
@@ -228,10 +299,11 @@ impl TrainingProgressLogger for ProgressRenderer {
     ) {
         self.total_epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
+        self.step = (self.epoch - 1) * self.steps_per_period;
     }
 
     fn update_epoch(&mut self, epoch: usize) {
-        self.finish_epoch(epoch);
+        self.finish_period(epoch);
         self.epoch = epoch + 1;
     }
 
@@ -263,8 +335,8 @@ impl TrainingProgressLogger for ProgressRenderer {
             .progress_chars("=> "),
         );
         bar.set_prefix(format!(
-            "epoch {}/{} {split}",
-            self.epoch, self.total_epochs
+            "{} {}/{} {split}",
+            self.unit, self.epoch, self.total_epochs
         ));
         self.bar = Some(bar);
     }
@@ -283,7 +355,8 @@ impl TrainingProgressLogger for ProgressRenderer {
                 let rate = items_processed as f64 / secs.max(1e-9);
                 let (sum, n) = self.split.loss;
                 eprintln!(
-                    "epoch {}/{} train: {}/{} items, {rate:.0} items/s, eta {:.0}s, loss {:.4}",
+                    "{} {}/{} train: {}/{} items, {rate:.0} items/s, eta {:.0}s, loss {:.4}",
+                    self.unit,
                     self.epoch,
                     self.total_epochs,
                     items_processed,
@@ -334,7 +407,8 @@ impl MetricsRenderer for ProgressRenderer {
     fn manual_close(&mut self) {}
 
     fn register_metric(&mut self, definition: MetricDefinition) {
-        self.names
-            .insert(definition.metric_id, definition.name.to_string());
+        if let Some(&target) = self.by_name.get(definition.name.as_str()) {
+            self.targets.insert(definition.metric_id, target);
+        }
     }
 }

@@ -38,8 +38,8 @@ pub fn cnn_train_throughput(
     strata_tensor::seed(&device, 0);
     let config = VisionConfig::named("simple-cnn", 1, set.rows, 10).expect("valid default config");
     let mut model = config.init(&device).expect("valid default config");
-    let mut optim = strata_train::fit::adam().init();
-    let batcher = ImageBatcher::new(set.rows, set.cols, MnistKind::Mnist.normalization());
+    let mut optim = strata_train::OptimizerConfig::adam(1e-3).init();
+    let batcher = ImageBatcher::new(set.rows, set.cols, &MnistKind::Mnist.normalization());
     let batches_in_set = (set.len() / batch_size).max(1);
     let batch = |i: usize| {
         let start = (i % batches_in_set) * batch_size;

@@ -10,6 +10,7 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 use crate::mnist::ImageSet;
 
@@ -82,6 +83,56 @@ impl Default for Augment {
 }
 
 /// Turns [`ImageItem`]s into an [`ImageBatch`].
+/// Per-channel normalisation of pixels scaled to [0, 1]: `(x - mean[c]) / std[c]`, as
+/// torchvision's `Normalize`. One value per channel: one for grey images, three for RGB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Mean of each channel.
+    #[serde(deserialize_with = "one_or_many")]
+    pub mean: Vec<f32>,
+    /// Standard deviation of each channel.
+    #[serde(deserialize_with = "one_or_many")]
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// ImageNet's statistics, which torchvision's pretrained models expect.
+    pub fn imagenet() -> Self {
+        Self {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
+    }
+
+    /// One grey channel.
+    pub fn grey(mean: f32, std: f32) -> Self {
+        Self {
+            mean: vec![mean],
+            std: vec![std],
+        }
+    }
+
+    /// Channels described.
+    pub fn channels(&self) -> usize {
+        self.mean.len()
+    }
+}
+
+/// A list of numbers, or one number (the grey `config.json`s written before channels had
+/// their own values).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f32),
+        Many(Vec<f32>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 #[derive(Debug)]
 pub struct ImageBatcher {
     rows: usize,
@@ -92,13 +143,14 @@ pub struct ImageBatcher {
 }
 
 impl ImageBatcher {
-    /// A batcher for `rows × cols` images normalised with `(mean, std)`.
-    pub fn new(rows: usize, cols: usize, (mean, std): (f32, f32)) -> Self {
+    /// A batcher for grey `rows × cols` images normalised with `norm` (one channel).
+    pub fn new(rows: usize, cols: usize, norm: &Normalization) -> Self {
+        assert_eq!(norm.channels(), 1, "ImageBatcher batches grey images");
         Self {
             rows,
             cols,
-            mean,
-            std,
+            mean: norm.mean[0],
+            std: norm.std[0],
             augment: None,
         }
     }
@@ -215,10 +267,20 @@ mod tests {
 
     #[test]
     fn normalisation_matches_torchvision() {
-        let b = ImageBatcher::new(1, 2, (0.1307, 0.3081));
+        let b = ImageBatcher::new(1, 2, &Normalization::grey(0.1307, 0.3081));
         let v = b.normalise(&[0, 255]);
         assert!((v[0] - (-0.1307 / 0.3081)).abs() < 1e-6);
         assert!((v[1] - ((1.0 - 0.1307) / 0.3081)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn normalization_reads_one_number_or_one_per_channel() {
+        let old: Normalization = serde_json::from_str(r#"{"mean": 0.5, "std": 0.25}"#).unwrap();
+        assert_eq!(old, Normalization::grey(0.5, 0.25));
+        let json = serde_json::to_string(&Normalization::imagenet()).unwrap();
+        let rgb: Normalization = serde_json::from_str(&json).unwrap();
+        assert_eq!(rgb, Normalization::imagenet());
+        assert_eq!(rgb.channels(), 3);
     }
 
     #[test]

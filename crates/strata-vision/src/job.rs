@@ -13,20 +13,20 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use strata_tensor::fsutil::write_atomic;
-use strata_tensor::weights::{load_safetensors, save_safetensors};
+use strata_tensor::weights::{
+    load_pytorch_safetensors, load_safetensors, save_pytorch_safetensors,
+};
+use strata_train::artifact::{self, ArtifactError, WEIGHTS_FILE};
 use strata_train::eval::evaluate;
-use strata_train::{FitConfig, LrSchedule, Metrics, fit};
+use strata_train::{FitConfig, Metrics, fit};
 
-use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset};
+use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization};
 use crate::mnist::{DatasetError, MnistKind, MnistSplits};
 use crate::models::{ModelError, VisionConfig, VisionNet};
 use crate::viz::{feature_maps_image, filters_image, save_png};
 
-/// File name of the weights in an artifact dir.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// File name of the configuration in an artifact dir.
-pub const CONFIG_FILE: &str = "config.json";
+/// The `model_type`s a vision artifact dir may hold.
+pub const MODEL_TYPES: &[&str] = &["strata-simple-cnn", "strata-lenet5"];
 
 /// Any failure of a vision job; every variant reads as one line saying what to do.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,9 @@ pub enum JobError {
     /// Weights could not be saved or loaded.
     #[error(transparent)]
     Weights(#[from] strata_tensor::weights::WeightsError),
+    /// The artifact dir's config is unusable.
+    #[error(transparent)]
+    Config(#[from] ArtifactError),
     /// The artifact dir is unusable.
     #[error("{0}")]
     Artifact(String),
@@ -69,52 +72,20 @@ pub struct ArtifactConfig {
     pub normalization: Normalization,
     /// Weights file inside the artifact dir.
     pub weights: String,
+    /// Layout of the weights: `pytorch` (a PyTorch `state_dict`, what Strata writes) or `burn`
+    /// (burn's, with `Linear` weights transposed; dirs written before the PyTorch layout).
+    #[serde(default = "burn_layout")]
+    pub weights_layout: String,
 }
 
-/// Pixel normalisation constants.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Normalization {
-    /// Mean of the training pixels in [0, 1].
-    pub mean: f32,
-    /// Standard deviation of the training pixels in [0, 1].
-    pub std: f32,
+fn burn_layout() -> String {
+    "burn".into()
 }
 
 impl ArtifactConfig {
     /// Reads `config.json` from an artifact dir, checking that it holds a Strata vision model.
     pub fn load(dir: &Path) -> Result<Self, JobError> {
-        Self::load_file(&dir.join(CONFIG_FILE))
-    }
-
-    /// Reads a vision `config.json` at `path`.
-    pub fn load_file(path: &Path) -> Result<Self, JobError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            JobError::Artifact(format!(
-                "cannot read {}: {e}; pass the --artifact-dir of a finished `train-vision` run",
-                path.display()
-            ))
-        })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            JobError::Artifact(format!("{} is not valid JSON: {e}", path.display()))
-        })?;
-        let model_type = value
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if !matches!(model_type, "strata-simple-cnn" | "strata-lenet5") {
-            return Err(JobError::Artifact(format!(
-                "{} has model_type '{model_type}', not a Strata vision model (strata-simple-cnn, strata-lenet5)",
-                path.display()
-            )));
-        }
-        serde_json::from_value(value)
-            .map_err(|e| JobError::Artifact(format!("{} is malformed: {e}", path.display())))
-    }
-
-    /// Writes the config as JSON to `path`, atomically.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(path, &json)
+        Ok(artifact::load_config(dir, MODEL_TYPES)?)
     }
 }
 
@@ -125,32 +96,21 @@ pub struct TrainVisionOptions {
     pub dataset: MnistKind,
     /// Model name: `simple-cnn` or `lenet5`.
     pub model: String,
-    /// Epochs (in total, for `--resume` too).
-    pub epochs: usize,
-    /// Images per batch.
-    pub batch_size: usize,
-    /// Adam's learning rate.
-    pub lr: f64,
-    /// Learning-rate schedule.
-    pub schedule: LrSchedule,
-    /// Early-stopping patience, in epochs without a better validation loss.
-    pub patience: Option<usize>,
+    /// Kernel size, stride, padding, pooling and widths set over the model's defaults.
+    pub knobs: crate::models::ConvKnobs,
     /// Random shifts and rotations of training images.
     pub augment: bool,
     /// Training images held out for validation.
     pub valid_size: usize,
     /// Use only the first N training images (quick runs).
     pub train_limit: Option<usize>,
-    /// Seed of weights, dropout, shuffling and augmentation.
-    pub seed: u64,
     /// Root that holds the datasets.
     pub data_dir: Option<PathBuf>,
     /// Where the results go.
     pub artifact_dir: PathBuf,
-    /// Continue from the last checkpoint in the artifact dir.
-    pub resume: bool,
-    /// Backend name, recorded in `metrics.json`.
-    pub backend: String,
+    /// The training run: length, batch size, optimizer, schedule, seed, `--resume`, backend
+    /// (`model_type` is filled in by the job).
+    pub fit: FitConfig,
 }
 
 /// What `train-vision` reports at the end.
@@ -198,6 +158,15 @@ pub fn train_vision(
     let dir = &opts.artifact_dir;
     // Everything that can be refused is refused before a file is written or data is read.
     let model_type = VisionConfig::named(&opts.model, 1, 28, 10)?.model_type();
+    // A configuration the knobs make impossible is refused before anything is read.
+    VisionConfig::named(&opts.model, 1, 28, 10)?
+        .with_knobs(&opts.knobs)
+        .init(device)?;
+    if !matches!(opts.fit.budget, strata_train::Budget::Epochs(_)) {
+        return Err(JobError::Invalid(
+            "train-vision counts epochs: use --epochs, not --max-steps".into(),
+        ));
+    }
     if opts.valid_size == 0 {
         return Err(JobError::Invalid(
             "--valid-size must be at least 1: validation drives checkpoints and early stopping"
@@ -207,18 +176,11 @@ pub fn train_vision(
     if opts.train_limit == Some(0) {
         return Err(JobError::Invalid("--train-limit must be at least 1".into()));
     }
-    let fit_config = FitConfig {
-        epochs: opts.epochs,
-        batch_size: opts.batch_size,
-        lr: opts.lr,
-        schedule: opts.schedule,
-        patience: opts.patience,
-        resume: opts.resume,
-        seed: opts.seed,
-        backend: opts.backend.clone(),
-        model_type: model_type.to_string(),
-    };
-    let resume_from = strata_train::fit::prepare(dir, &fit_config)?;
+    let mut fit_config = opts.fit.clone();
+    fit_config.model_type = model_type.to_string();
+    // What a resumed run must share with the run it continues.
+    let job = serde_json::json!({ "dataset": opts.dataset.name(), "model": model_type });
+    let resume_from = strata_train::fit::prepare(dir, &fit_config, job.clone())?;
     let mut splits = MnistSplits::load(opts.dataset, opts.data_dir.as_deref(), opts.valid_size)?;
     if let Some(limit) = opts.train_limit {
         let n = limit.min(splits.train.len());
@@ -232,58 +194,42 @@ pub fn train_vision(
         )));
     }
     let labels = kind.labels();
-    let model_config = VisionConfig::named(&opts.model, 1, rows, labels.len())?;
-    // The run's config is kept beside its checkpoints for `--resume`; `config.json` itself is
-    // written only once the weights it describes exist.
-    let run_config = strata_train::fit::checkpoint_dir(dir).join(CONFIG_FILE);
-    if resume_from.is_some()
-        && let Ok(previous) = ArtifactConfig::load_file(&run_config)
-        && (previous.model_type != model_config.model_type() || previous.dataset != kind)
-    {
-        return Err(JobError::Invalid(format!(
-            "--resume: {} holds a {} trained on {}, not a {} on {}; use the same --model and --dataset, or another --artifact-dir",
-            dir.display(),
-            previous.model_type,
-            previous.dataset.name(),
-            model_config.model_type(),
-            kind.name()
-        )));
-    }
-    let (mean, std) = kind.normalization();
+    let model_config =
+        VisionConfig::named(&opts.model, 1, rows, labels.len())?.with_knobs(&opts.knobs);
+    let norm = kind.normalization();
     let artifact = ArtifactConfig {
         model_type: model_config.model_type().to_string(),
         model: model_config.clone(),
         dataset: kind,
         labels: labels.iter().map(|s| s.to_string()).collect(),
-        normalization: Normalization { mean, std },
+        normalization: norm.clone(),
         weights: WEIGHTS_FILE.to_string(),
+        weights_layout: "pytorch".into(),
     };
-    std::fs::create_dir_all(strata_train::fit::checkpoint_dir(dir))
-        .and_then(|()| artifact.save(&run_config))
-        .map_err(|e| JobError::Artifact(format!("cannot write {}: {e}", run_config.display())))?;
-
     // A resumed run draws new random numbers (data order, dropout, augmentation) rather than
     // repeating those of epoch 1.
-    let seed = opts.seed.wrapping_add(resume_from.unwrap_or(0) as u64);
+    let seed = fit_config
+        .seed
+        .wrapping_add(resume_from.unwrap_or(0) as u64);
     strata_tensor::seed(device, seed);
     // Parameters must start on the autodiff device to be tracked.
     let model = model_config.init(&device.clone().autodiff())?;
     let parameters = model.num_params();
     eprintln!(
-        "training {} ({parameters} parameters) on {} ({} train / {} valid / {} test images), {} epochs, batch {}, lr {}, backend {}",
+        "training {} ({parameters} parameters) on {} ({} train / {} valid / {} test images), {} epochs, batch {}, {} lr {}, backend {}",
         opts.model,
         kind.name(),
         splits.train.len(),
         splits.valid.len(),
         splits.test.len(),
-        opts.epochs,
-        opts.batch_size,
-        opts.lr,
-        opts.backend,
+        fit_config.budget.periods(),
+        fit_config.batch_size,
+        fit_config.optimizer.kind,
+        fit_config.optimizer.lr,
+        fit_config.backend,
     );
 
-    let norm = (mean, std);
-    let mut train_batcher = ImageBatcher::new(rows, cols, norm);
+    let mut train_batcher = ImageBatcher::new(rows, cols, &norm);
     if opts.augment {
         train_batcher = train_batcher.with_augment(Augment::default(), seed ^ 0x5eed);
     }
@@ -294,7 +240,7 @@ pub fn train_vision(
     let train = loader(
         splits.train,
         train_batcher,
-        opts.batch_size,
+        fit_config.batch_size,
         Some(seed),
         device,
     );
@@ -302,8 +248,8 @@ pub fn train_vision(
     let eval_loader = |set| {
         loader(
             set,
-            ImageBatcher::new(rows, cols, norm),
-            opts.batch_size.max(256),
+            ImageBatcher::new(rows, cols, &norm),
+            fit_config.batch_size.max(256),
             None,
             device,
         )
@@ -312,19 +258,20 @@ pub fn train_vision(
     let test = eval_loader(splits.test);
 
     let before_fit = started.elapsed();
-    let fitted = fit(model, dir, train, valid, &fit_config)?;
+    let fitted = fit(model, dir, train, valid, &fit_config, job)?;
     let after_fit = Instant::now();
     let model = fitted.model.valid();
     let score = evaluate(&model, &test)
         .map_err(|e| JobError::Invalid(format!("reading the test set failed: {e}")))?;
 
-    save_safetensors(&model, &dir.join(WEIGHTS_FILE))?;
+    // PyTorch's layout: `SimpleCnn().load_state_dict(load_file(...))` works as it is.
+    save_pytorch_safetensors(&model, &dir.join(WEIGHTS_FILE))?;
     let picture_err = |e: std::io::Error| {
         JobError::Artifact(format!("cannot write a picture in {}: {e}", dir.display()))
     };
     save_png(&filters_image(model.first_conv()), &dir.join("filters.png")).map_err(picture_err)?;
     let batch = burn::data::dataloader::batcher::Batcher::batch(
-        &ImageBatcher::new(rows, cols, norm),
+        &ImageBatcher::new(rows, cols, &norm),
         vec![sample],
         device,
     );
@@ -335,18 +282,16 @@ pub fn train_vision(
     .map_err(picture_err)?;
 
     let mut metrics: Metrics = fitted.metrics;
-    metrics.test_accuracy = Some(score.accuracy);
+    let accuracy = score.accuracy.unwrap_or(0.0);
+    metrics.test_accuracy = Some(accuracy);
     metrics.test_loss = Some(score.loss);
     metrics.wall_seconds += (before_fit + after_fit.elapsed()).as_secs_f64();
     metrics.save(dir).map_err(|e| {
         JobError::Artifact(format!("cannot write {}/metrics.json: {e}", dir.display()))
     })?;
-    let config_path = dir.join(CONFIG_FILE);
-    artifact
-        .save(&config_path)
-        .map_err(|e| JobError::Artifact(format!("cannot write {}: {e}", config_path.display())))?;
+    artifact::save_config(dir, &artifact)?;
     Ok(TrainVisionReport {
-        test_accuracy: score.accuracy,
+        test_accuracy: accuracy,
         test_loss: score.loss,
         epochs: metrics.history.last().map_or(0, |r| r.epoch),
         parameters,
@@ -380,7 +325,11 @@ impl VisionPredictor {
     pub fn load(dir: &Path, device: &Device) -> Result<Self, JobError> {
         let config = ArtifactConfig::load(dir)?;
         let model = config.model.init(device)?;
-        let model = load_safetensors(model, &dir.join(&config.weights))?;
+        let path = dir.join(&config.weights);
+        let model = match config.weights_layout.as_str() {
+            "burn" => load_safetensors(model, &path)?,
+            _ => load_pytorch_safetensors(model, &path)?,
+        };
         Ok(Self {
             config,
             model,
@@ -431,9 +380,9 @@ impl VisionPredictor {
     /// Class probabilities of one grey `side × side` image (0–255, light on dark).
     pub fn predict_pixels(&self, pixels: &[u8], top_k: usize) -> Vec<ClassProb> {
         let (_, side) = self.config.model.input();
-        let n = &self.config.normalization;
+
         let batch = burn::data::dataloader::batcher::Batcher::batch(
-            &ImageBatcher::new(side, side, (n.mean, n.std)),
+            &ImageBatcher::new(side, side, &self.config.normalization),
             vec![crate::data::ImageItem {
                 pixels: pixels.to_vec(),
                 label: 0,

@@ -13,4 +13,5 @@ pub mod idx;
 pub mod job;
 pub mod mnist;
 pub mod models;
+pub mod summary;
 pub mod viz;

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::idx::{IdxError, read_idx};
-use strata_train::datasets::{DatasetSpec, LocateError, Locator};
+use strata_data::datasets::{DatasetSpec, LocateError, Locator};
 
 /// Which MNIST-style dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,7 +28,19 @@ pub const FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
+impl std::str::FromStr for MnistKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+            .ok_or_else(|| format!("unknown dataset '{s}': choose {}", Self::NAMES.join(", ")))
+    }
+}
+
 impl MnistKind {
+    /// The names `--dataset` accepts.
+    pub const NAMES: &[&str] = &["mnist", "fashion-mnist"];
+
     /// Parses the names used on the command line: `mnist`, `fashion-mnist`.
     pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().replace('_', "-").as_str() {
@@ -67,10 +79,10 @@ impl MnistKind {
 
     /// Mean and standard deviation of the training pixels scaled to [0, 1]
     /// (the constants torchvision tutorials use).
-    pub fn normalization(self) -> (f32, f32) {
+    pub fn normalization(self) -> crate::data::Normalization {
         match self {
-            Self::Mnist => (0.1307, 0.3081),
-            Self::FashionMnist => (0.2860, 0.3530),
+            Self::Mnist => crate::data::Normalization::grey(0.1307, 0.3081),
+            Self::FashionMnist => crate::data::Normalization::grey(0.2860, 0.3530),
         }
     }
 
@@ -88,6 +100,10 @@ impl MnistKind {
             name: self.name(),
             files: FILES.to_vec(),
             mirrors: mirrors.iter().map(|s| s.to_string()).collect(),
+            // No checksums: the mirrors publish md5s of their .gz files only, and equally valid
+            // re-compressed copies (the bundled MNIST, Debian's Fashion-MNIST) differ byte-wise;
+            // the IDX reader checks every file's gzip stream, header and size instead.
+            sha256: Vec::new(),
         }
     }
 }

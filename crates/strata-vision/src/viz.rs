@@ -123,7 +123,7 @@ pub fn feature_maps_image(conv: &Conv2d, image: Tensor<4>) -> RgbImage {
 
 /// Writes `img` as PNG to `path` atomically.
 pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
-    strata_tensor::fsutil::write_atomic_with(path, |tmp| {
+    strata_data::fsutil::write_atomic_with(path, |tmp| {
         img.save_with_format(tmp, image::ImageFormat::Png)
             .map_err(std::io::Error::other)
     })

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use strata_train::datasets::Locator;
-use strata_train::testing::serve;
+use strata_data::datasets::Locator;
+use strata_data::testing::serve;
 use strata_vision::mnist::{DatasetError, FILES, MnistKind, MnistSplits};
 
 fn bundled() -> PathBuf {

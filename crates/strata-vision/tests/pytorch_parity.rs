@@ -62,10 +62,7 @@ fn check<M>(name: &str, model: M, forward: impl Fn(&M, Tensor<4>) -> Tensor<2>)
 where
     M: burn::module::Module,
 {
-    let device = strata_tensor::BackendKind::compiled()[0]
-        .device(None)
-        .unwrap()
-        .autodiff();
+    let device = strata_tensor::first_compiled_device().autodiff();
     let e = expected(name);
     let model =
         load_pytorch_safetensors(model, &fixtures().join(format!("cnn_{name}.safetensors")))
@@ -90,7 +87,7 @@ where
         e.loss
     );
 
-    let mut optim = strata_train::fit::adam().init();
+    let mut optim = strata_train::OptimizerConfig::adam(1e-3).init();
     let mut model = model;
     for _ in 0..2 {
         let loss = CrossEntropyLossConfig::new()
@@ -109,12 +106,9 @@ where
 
 #[test]
 fn simple_cnn_matches_pytorch() {
-    let device = strata_tensor::BackendKind::compiled()[0]
-        .device(None)
-        .unwrap()
-        .autodiff();
+    let device = strata_tensor::first_compiled_device().autodiff();
     let model = SimpleCnnConfig::new()
-        .with_channels([4, 8])
+        .with_conv_channels([4, 8])
         .with_hidden(16)
         .with_dropout_conv(0.0)
         .with_dropout_fc(0.0)
@@ -125,10 +119,7 @@ fn simple_cnn_matches_pytorch() {
 
 #[test]
 fn lenet5_matches_pytorch() {
-    let device = strata_tensor::BackendKind::compiled()[0]
-        .device(None)
-        .unwrap()
-        .autodiff();
+    let device = strata_tensor::first_compiled_device().autodiff();
     let model = LeNet5Config::new()
         .with_hidden([32, 16])
         .with_pool(PoolKind::Avg)
@@ -139,13 +130,65 @@ fn lenet5_matches_pytorch() {
 
 #[test]
 fn wrong_weights_file_is_a_clear_error() {
-    let device = strata_tensor::BackendKind::compiled()[0]
-        .device(None)
-        .unwrap();
+    let device = strata_tensor::first_compiled_device();
     let model = SimpleCnnConfig::new().init(&device).unwrap();
     // The shrunken LeNet's weights do not fit the default simple CNN.
     let err = load_pytorch_safetensors(model, &fixtures().join("cnn_lenet5.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("cnn_lenet5.safetensors"), "{err}");
+}
+
+/// Loads PyTorch's `cnn_<name>.safetensors` into `model` and exports it again, to `out`.
+fn round_trip<M: burn::module::Module>(name: &str, model: M, out: &Path) {
+    let model =
+        load_pytorch_safetensors(model, &fixtures().join(format!("cnn_{name}.safetensors")))
+            .unwrap();
+    strata_tensor::weights::save_pytorch_safetensors(&model, out).unwrap();
+}
+
+/// What Strata exports is a PyTorch `state_dict`: the same keys, shapes and values as the one
+/// PyTorch saved for these weights (`cnn_*.safetensors`), so `load_state_dict` takes it and the
+/// logits are the ones checked above.
+#[test]
+fn exported_weights_are_pytorchs_state_dict() {
+    let device = strata_tensor::first_compiled_device();
+    let tmp = tempfile::tempdir().unwrap();
+    let simple = SimpleCnnConfig::new()
+        .with_conv_channels([4, 8])
+        .with_hidden(16)
+        .init(&device)
+        .unwrap();
+    round_trip(
+        "simple_cnn",
+        simple,
+        &tmp.path().join("simple_cnn.safetensors"),
+    );
+    let lenet = LeNet5Config::new()
+        .with_hidden([32, 16])
+        .with_pool(PoolKind::Avg)
+        .init(&device)
+        .unwrap();
+    round_trip("lenet5", lenet, &tmp.path().join("lenet5.safetensors"));
+    for name in ["simple_cnn", "lenet5"] {
+        let ours = std::fs::read(tmp.path().join(format!("{name}.safetensors"))).unwrap();
+        let theirs = std::fs::read(fixtures().join(format!("cnn_{name}.safetensors"))).unwrap();
+        let (ours, theirs) = (
+            SafeTensors::deserialize(&ours).unwrap(),
+            SafeTensors::deserialize(&theirs).unwrap(),
+        );
+        let sorted = |st: &SafeTensors| {
+            let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+            keys.sort();
+            keys
+        };
+        let keys = sorted(&ours);
+        assert_eq!(keys, sorted(&theirs), "{name}: keys");
+        for k in &keys {
+            let (a, b) = (ours.tensor(k).unwrap(), theirs.tensor(k).unwrap());
+            assert_eq!(a.shape(), b.shape(), "{name}: shape of {k}");
+            assert_eq!(a.dtype(), b.dtype(), "{name}: dtype of {k}");
+            assert_eq!(a.data(), b.data(), "{name}: values of {k}");
+        }
+    }
 }

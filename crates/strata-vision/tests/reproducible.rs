@@ -1,7 +1,7 @@
 //! Same seed, same backend: the same run. (Its own test binary, so no other test draws from the
 //! backend's process-wide random generator meanwhile.)
 
-use strata_train::{LrSchedule, Metrics};
+use strata_train::{FitConfig, Metrics, ScheduleConfig, ScheduleKind};
 use strata_vision::job::{TrainVisionOptions, train_vision};
 use strata_vision::mnist::MnistKind;
 
@@ -9,23 +9,20 @@ fn run(dir: &std::path::Path, seed: u64) -> Metrics {
     let opts = TrainVisionOptions {
         dataset: MnistKind::Mnist,
         model: "lenet5".into(),
-        epochs: 1,
-        batch_size: 32,
-        lr: 1e-3,
-        schedule: LrSchedule::Cosine,
-        patience: None,
+        knobs: Default::default(),
         augment: true,
         valid_size: 300,
         train_limit: Some(600),
-        seed,
         data_dir: None,
         artifact_dir: dir.to_path_buf(),
-        resume: false,
-        backend: "test".into(),
+        fit: FitConfig {
+            schedule: ScheduleConfig::new(ScheduleKind::Cosine),
+            seed,
+            backend: "test".into(),
+            ..FitConfig::new(1, 32, 1e-3)
+        },
     };
-    let device = strata_tensor::BackendKind::compiled()[0]
-        .device(None)
-        .unwrap();
+    let device = strata_tensor::first_compiled_device();
     train_vision(&opts, &device).unwrap();
     Metrics::load(dir).unwrap()
 }
@@ -39,7 +36,13 @@ fn same_seed_same_history() {
     let figures = |m: &Metrics| {
         m.history
             .iter()
-            .map(|r| (r.train_loss, r.valid_loss, r.valid_accuracy))
+            .map(|r| {
+                (
+                    r.get("train_loss"),
+                    r.get("valid_loss"),
+                    r.get("valid_accuracy"),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(figures(&a), figures(&b));

@@ -3,35 +3,31 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use strata_train::{LrSchedule, Metrics};
+use strata_train::{FitConfig, Metrics};
 use strata_vision::job::{
     ArtifactConfig, JobError, TrainVisionOptions, VisionPredictor, train_vision,
 };
 use strata_vision::mnist::{MnistKind, MnistSplits};
 
 fn device() -> Device {
-    strata_tensor::BackendKind::compiled()[0]
-        .device(None)
-        .unwrap()
+    strata_tensor::first_compiled_device()
 }
 
 fn options(dir: &Path, epochs: usize) -> TrainVisionOptions {
     TrainVisionOptions {
         dataset: MnistKind::Mnist,
         model: "simple-cnn".into(),
-        epochs,
-        batch_size: 32,
-        lr: 1e-3,
-        schedule: LrSchedule::Constant,
-        patience: None,
+        knobs: Default::default(),
         augment: false,
         valid_size: 500,
         train_limit: Some(1500),
-        seed: 7,
         data_dir: None,
         artifact_dir: dir.to_path_buf(),
-        resume: false,
-        backend: "test".into(),
+        fit: FitConfig {
+            seed: 7,
+            backend: "test".into(),
+            ..FitConfig::new(epochs, 32, 1e-3)
+        },
     }
 }
 
@@ -62,12 +58,17 @@ fn short_run_learns_resumes_and_predicts() {
     assert_eq!(m.history.len(), 1);
     assert_eq!(m.test_accuracy, Some(report.test_accuracy));
     let first = m.history[0].clone();
-    assert!(first.valid_accuracy.unwrap() > 0.5 && first.valid_accuracy.unwrap() <= 1.0);
-    assert!(first.train_loss.is_some_and(f64::is_finite) && first.train_items_per_s > 0.0);
+    let valid_accuracy = first.get("valid_accuracy").unwrap();
+    assert!(valid_accuracy > 0.5 && valid_accuracy <= 1.0);
+    assert!(first.get("train_loss").is_some_and(f64::is_finite));
+    assert!(first.get("train_items_per_s").unwrap() > 0.0);
+    // The loss of every step is kept for the curves: 1,500 images in batches of 32.
+    assert_eq!(m.step_loss.len(), 47);
+    assert_eq!(first.step, 47);
 
     // Resume: one more epoch on top of the checkpoint of epoch 1; epoch 1's record is kept.
     let mut again = options(&dir, 2);
-    again.resume = true;
+    again.fit.resume = true;
     let resumed = train_vision(&again, &device()).unwrap();
     assert_eq!(resumed.epochs, 2);
     let m = Metrics::load(&dir).unwrap();
@@ -77,14 +78,26 @@ fn short_run_learns_resumes_and_predicts() {
     );
     assert_eq!(m.history[0], first);
     assert!(
-        m.history[1].train_loss < first.train_loss,
+        m.history[1].get("train_loss") < first.get("train_loss"),
         "{:?}",
         m.history
     );
+    assert_eq!(m.step_loss.len(), 94);
+    assert_eq!(m.step_loss.last().unwrap().0, 94);
 
     // Resuming a run that has done its epochs says how to go on.
     let err = train_vision(&again, &device()).unwrap_err().to_string();
-    assert!(err.contains("already reaches --epochs 2"), "{err}");
+    assert!(err.contains("already reaches the 2 epochs"), "{err}");
+
+    // Resuming with another dataset or model is refused, and names the difference.
+    let mut other = options(&dir, 3);
+    other.fit.resume = true;
+    other.model = "lenet5".into();
+    let err = train_vision(&other, &device()).unwrap_err().to_string();
+    assert!(
+        err.contains("strata-simple-cnn") && err.contains("strata-lenet5"),
+        "{err}"
+    );
 
     // Predict a real test digit, saved as a large, inverted (dark on light) colour PNG.
     let splits = MnistSplits::read_dir(MnistKind::Mnist, &bundled().join("mnist"), 0).unwrap();
@@ -119,7 +132,7 @@ fn short_run_learns_resumes_and_predicts() {
 fn resume_without_checkpoint_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = options(tmp.path(), 2);
-    opts.resume = true;
+    opts.fit.resume = true;
     let err = train_vision(&opts, &device()).unwrap_err().to_string();
     assert!(err.contains("--resume: no checkpoint in"), "{err}");
     assert!(!tmp.path().join("metrics.json").exists());
@@ -142,7 +155,7 @@ fn missing_artifact_dir_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("config.json") && err.contains("train-vision"),
+        err.contains("config.json") && err.contains("of a finished training run"),
         "{err}"
     );
 }

@@ -14,6 +14,8 @@ pub enum PoolKind {
     Avg,
 }
 
+strata_tensor::named_enum!(PoolKind, "--pool", { Max => "max", Avg => "avg" });
+
 /// A square 2-D pooling layer, max or average.
 #[derive(Module, Debug)]
 pub enum Pool2d {

@@ -11,8 +11,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
-use super::ModelError;
 use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
+use super::{LayerTap, ModelError};
 
 /// Configuration of [`LeNet5`].
 #[derive(Config, Debug)]
@@ -28,7 +28,7 @@ pub struct LeNet5Config {
     pub num_classes: usize,
     /// Output channels of the two convolutions.
     #[config(default = "[6, 16]")]
-    pub channels: [usize; 2],
+    pub conv_channels: [usize; 2],
     /// Kernel size of both convolutions.
     #[config(default = 5)]
     pub kernel_size: usize,
@@ -84,7 +84,7 @@ impl LeNet5Config {
                     self.pool_size,
                 )
             })?;
-        Ok(self.channels[1] * side * side)
+        Ok(self.conv_channels[1] * side * side)
     }
 
     /// Builds the network with fresh weights on `device`.
@@ -94,11 +94,11 @@ impl LeNet5Config {
         let s = [self.stride, self.stride];
         let p = self.padding;
         Ok(LeNet5 {
-            conv1: Conv2dConfig::new([self.in_channels, self.channels[0]], k)
+            conv1: Conv2dConfig::new([self.in_channels, self.conv_channels[0]], k)
                 .with_stride(s)
                 .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
                 .init(device),
-            conv2: Conv2dConfig::new([self.channels[0], self.channels[1]], k)
+            conv2: Conv2dConfig::new([self.conv_channels[0], self.conv_channels[1]], k)
                 .with_stride(s)
                 .init(device),
             pool: Pool2d::new(self.pool, self.pool_size),
@@ -113,13 +113,28 @@ impl LeNet5Config {
 impl LeNet5 {
     /// Class logits of `images` (`[batch, channels, size, size]`) → `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(self.act.forward(self.conv1.forward(images)));
-        let x = self.pool.forward(self.act.forward(self.conv2.forward(x)));
+        self.forward_traced(images, &mut |_, _, _| {})
+    }
+
+    /// [`forward`](Self::forward), calling `tap(layer, output shape, parameters)` after each
+    /// layer (what `--summary` prints).
+    pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
+        let x = self.act.forward(self.conv1.forward(images));
+        tap("conv1 + relu", &x.dims(), self.conv1.num_params());
+        let x = self.pool.forward(x);
+        tap("pool1", &x.dims(), 0);
+        let x = self.act.forward(self.conv2.forward(x));
+        tap("conv2 + relu", &x.dims(), self.conv2.num_params());
+        let x = self.pool.forward(x);
+        tap("pool2", &x.dims(), 0);
         let x = x.flatten::<2>(1, 3);
+        tap("flatten", &x.dims(), 0);
         let x = self.act.forward(self.fc1.forward(x));
+        tap("fc1 + relu", &x.dims(), self.fc1.num_params());
         let x = self.act.forward(self.fc2.forward(x));
-        self.fc3.forward(x)
+        tap("fc2 + relu", &x.dims(), self.fc2.num_params());
+        let x = self.fc3.forward(x);
+        tap("fc3", &x.dims(), self.fc3.num_params());
+        x
     }
 }

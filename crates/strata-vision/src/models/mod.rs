@@ -28,6 +28,27 @@ pub enum ModelError {
     Unknown(String),
 }
 
+/// Called after each layer of a traced forward pass: layer name, output shape, parameters.
+pub type LayerTap<'a> = dyn FnMut(&str, &[usize], usize) + 'a;
+
+/// The model names `train-vision --model` accepts.
+pub const MODEL_NAMES: &[&str] = &["simple-cnn", "lenet5"];
+
+/// The lecture's convolution knobs, set from the command line over a model's defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConvKnobs {
+    /// Kernel size of both convolutions.
+    pub kernel_size: Option<usize>,
+    /// Stride of both convolutions.
+    pub stride: Option<usize>,
+    /// Zero padding on each side of both convolutions.
+    pub padding: Option<usize>,
+    /// Pooling after the convolutions.
+    pub pool: Option<PoolKind>,
+    /// Output channels of the two convolutions.
+    pub conv_channels: Option<[usize; 2]>,
+}
+
 /// Which architecture, with its configuration (what `config.json` stores under `"model"`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "architecture", rename_all = "kebab-case")]
@@ -64,12 +85,53 @@ impl VisionConfig {
         }
     }
 
+    /// The configuration with the knobs that are set replaced.
+    pub fn with_knobs(self, k: &ConvKnobs) -> Self {
+        macro_rules! apply {
+            ($c:expr) => {{
+                let mut c = $c;
+                if let Some(v) = k.kernel_size {
+                    c.kernel_size = v;
+                }
+                if let Some(v) = k.stride {
+                    c.stride = v;
+                }
+                if let Some(v) = k.padding {
+                    c.padding = v;
+                }
+                if let Some(v) = k.pool {
+                    c.pool = v;
+                }
+                if let Some(v) = k.conv_channels {
+                    c.conv_channels = v;
+                }
+                c
+            }};
+        }
+        match self {
+            Self::SimpleCnn(c) => Self::SimpleCnn(apply!(c)),
+            Self::Lenet5(c) => Self::Lenet5(apply!(c)),
+        }
+    }
+
     /// The `model_type` written to `config.json`.
     pub fn model_type(&self) -> &'static str {
         match self {
             Self::SimpleCnn(_) => "strata-simple-cnn",
             Self::Lenet5(_) => "strata-lenet5",
         }
+    }
+
+    /// The knobs in one line: kernel, stride, padding, pooling, channels.
+    pub fn describe(&self) -> String {
+        let (k, s, p, pool, c) = match self {
+            Self::SimpleCnn(c) => (c.kernel_size, c.stride, c.padding, c.pool, c.conv_channels),
+            Self::Lenet5(c) => (c.kernel_size, c.stride, c.padding, c.pool, c.conv_channels),
+        };
+        format!(
+            "kernel {k}×{k}, stride {s}, padding {p}, {pool} pooling, channels {}/{}",
+            c[0], c[1]
+        )
     }
 
     /// Input channels and image side the model expects.
@@ -104,6 +166,14 @@ impl VisionNet {
         match self {
             Self::SimpleCnn(m) => m.forward(images),
             Self::Lenet5(m) => m.forward(images),
+        }
+    }
+
+    /// [`forward`](Self::forward), reporting each layer to `tap`.
+    pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
+        match self {
+            Self::SimpleCnn(m) => m.forward_traced(images, tap),
+            Self::Lenet5(m) => m.forward_traced(images, tap),
         }
     }
 
@@ -144,14 +214,18 @@ impl InferenceStep for VisionNet {
     }
 }
 
+/// The device of this crate's unit tests: the first compiled backend.
+#[cfg(test)]
+pub(crate) fn test_device() -> Device {
+    strata_tensor::first_compiled_device()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn device() -> Device {
-        strata_tensor::BackendKind::compiled()[0]
-            .device(None)
-            .unwrap()
+        test_device()
     }
 
     #[test]
@@ -183,7 +257,7 @@ mod tests {
             .with_stride(2)
             .with_padding(1)
             .with_pool(PoolKind::Avg)
-            .with_channels([8, 16]);
+            .with_conv_channels([8, 16]);
         // 28 → 14 → 7 → pool 3: 16·3·3 features.
         assert_eq!(cfg.flat_features().unwrap(), 144);
         let net = cfg.init(&device()).unwrap();

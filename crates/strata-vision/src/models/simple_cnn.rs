@@ -10,8 +10,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
-use super::ModelError;
 use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
+use super::{LayerTap, ModelError};
 
 /// Configuration of [`SimpleCnn`]; the defaults are the classic network for 28×28 grey images.
 #[derive(Config, Debug)]
@@ -27,7 +27,7 @@ pub struct SimpleCnnConfig {
     pub num_classes: usize,
     /// Output channels of the two convolutions.
     #[config(default = "[32, 64]")]
-    pub channels: [usize; 2],
+    pub conv_channels: [usize; 2],
     /// Kernel size of both convolutions.
     #[config(default = 3)]
     pub kernel_size: usize,
@@ -89,7 +89,7 @@ impl SimpleCnnConfig {
                     self.pool_size,
                 )
             })?;
-        Ok(self.channels[1] * side * side)
+        Ok(self.conv_channels[1] * side * side)
     }
 
     /// Builds the network with fresh weights on `device`.
@@ -112,8 +112,8 @@ impl SimpleCnnConfig {
                 .init(device)
         };
         Ok(SimpleCnn {
-            conv1: conv(self.in_channels, self.channels[0]),
-            conv2: conv(self.channels[0], self.channels[1]),
+            conv1: conv(self.in_channels, self.conv_channels[0]),
+            conv2: conv(self.conv_channels[0], self.conv_channels[1]),
             pool: Pool2d::new(self.pool, self.pool_size),
             dropout_conv: DropoutConfig::new(self.dropout_conv).init(),
             fc1: LinearConfig::new(flat, self.hidden).init(device),
@@ -127,13 +127,26 @@ impl SimpleCnnConfig {
 impl SimpleCnn {
     /// Class logits of `images` (`[batch, channels, size, size]`, normalised) → `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_traced(images, &mut |_, _, _| {})
+    }
+
+    /// [`forward`](Self::forward), calling `tap(layer, output shape, parameters)` after each
+    /// layer (what `--summary` prints).
+    pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
         let x = self.act.forward(self.conv1.forward(images));
+        tap("conv1 + relu", &x.dims(), self.conv1.num_params());
         let x = self.act.forward(self.conv2.forward(x));
+        tap("conv2 + relu", &x.dims(), self.conv2.num_params());
         let x = self.dropout_conv.forward(self.pool.forward(x));
+        tap("pool + dropout", &x.dims(), 0);
         let x = x.flatten::<2>(1, 3);
+        tap("flatten", &x.dims(), 0);
         let x = self
             .dropout_fc
             .forward(self.act.forward(self.fc1.forward(x)));
-        self.fc2.forward(x)
+        tap("fc1 + relu + dropout", &x.dims(), self.fc1.num_params());
+        let x = self.fc2.forward(x);
+        tap("fc2", &x.dims(), self.fc2.num_params());
+        x
     }
 }

@@ -8,17 +8,17 @@
 //! 3. the download cache, `$STRATA_CACHE_DIR/datasets` (default `~/.cache/strata/datasets`).
 //!
 //! When none holds all the files, they are downloaded from the dataset's mirrors into the cache,
-//! each to a temporary name first and renamed once complete, with a progress bar. When that fails
-//! too (no network), the error says where the files were looked for and where to put them.
+//! each to a temporary name first and renamed once complete (and, where the dataset publishes
+//! one, its SHA-256 checked), with a progress bar. When that fails too (no network), the error
+//! says where the files were looked for and where to put them.
 //! `STRATA_DATASET_MIRROR` replaces the built-in mirror list (a base URL the file names are
 //! appended to), which is how the tests serve files from 127.0.0.1.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::fsutil::temp_path;
+use crate::transfer::{self, CONNECT_TIMEOUT, CopyError};
 
 /// Environment variable naming the data dir.
 pub const DATA_DIR_ENV: &str = "STRATA_DATA_DIR";
@@ -38,6 +38,62 @@ pub struct DatasetSpec {
     pub files: Vec<&'static str>,
     /// Base URLs that serve the files (file name appended), tried in order.
     pub mirrors: Vec<String>,
+    /// Published SHA-256 digests (file name, lowercase hex), checked after each download; a file
+    /// not listed (or an empty list) is not checked. Files found on disk are not checked.
+    pub sha256: Vec<(&'static str, &'static str)>,
+}
+
+impl DatasetSpec {
+    /// The published SHA-256 of `file`, if any.
+    pub fn sha256_of(&self, file: &str) -> Option<&'static str> {
+        self.sha256
+            .iter()
+            .find(|(name, _)| *name == file)
+            .map(|(_, digest)| *digest)
+    }
+}
+
+/// One download that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The request failed: no connection, a timeout, or an HTTP error status.
+    #[error("{url}: {reason}")]
+    Request {
+        /// The URL asked for.
+        url: String,
+        /// What went wrong, in ureq's words.
+        reason: String,
+    },
+    /// The body stopped short of its announced length.
+    #[error("{url}: incomplete download, {got} of {expected} bytes")]
+    Incomplete {
+        /// The URL asked for.
+        url: String,
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// The file received is not the one published.
+    #[error(
+        "{url}: sha256 {got} does not match the published {expected} (a damaged or different file)"
+    )]
+    Checksum {
+        /// The URL asked for.
+        url: String,
+        /// Digest of what was received.
+        got: String,
+        /// The published digest.
+        expected: String,
+    },
+    /// The file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file written.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The dataset could not be found nor downloaded.
@@ -167,10 +223,10 @@ pub fn download_all(spec: &DatasetSpec, mirrors: &[String], target: &Path) -> Re
         let mut errors = Vec::new();
         let ok = mirrors.iter().any(|base| {
             let url = format!("{}/{}", base.trim_end_matches('/'), file);
-            match download(&url, &dest) {
+            match download(&url, &dest, spec.sha256_of(file)) {
                 Ok(()) => true,
                 Err(e) => {
-                    errors.push(format!("{url}: {e}"));
+                    errors.push(e.to_string());
                     false
                 }
             }
@@ -182,72 +238,61 @@ pub fn download_all(spec: &DatasetSpec, mirrors: &[String], target: &Path) -> Re
     Ok(())
 }
 
-/// Downloads `url` to `dest` through a temporary file, with a progress bar on stderr.
-pub fn download(url: &str, dest: &Path) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(30)))
-        .timeout_recv_body(Some(Duration::from_secs(3600)))
-        .build()
-        .into();
+/// Downloads `url` to `dest` through a temporary file, with a progress bar on stderr. The file
+/// is renamed into place only once complete and, when `sha256` is given, once its digest matches;
+/// on any error nothing is left behind.
+pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), DownloadError> {
+    let request_error = |reason: String| DownloadError::Request {
+        url: url.to_string(),
+        reason,
+    };
+    let agent = transfer::agent(CONNECT_TIMEOUT, 10, true);
     // The files are gzipped already: ask for them byte for byte, so Content-Length holds.
     let mut response = agent
         .get(url)
         .header("Accept-Encoding", "identity")
         .call()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| request_error(e.to_string()))?;
     let total = response
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let bar = total.map_or_else(ProgressBar::new_spinner, ProgressBar::new);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
     let name = dest
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    bar.set_message(format!("downloading {name}"));
-    let tmp = strata_tensor::fsutil::temp_path(dest);
-    let result = (|| -> Result<u64, String> {
-        let mut out =
-            fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let mut reader = response.body_mut().as_reader();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut written = 0u64;
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-            written += n as u64;
-            bar.set_position(written);
-        }
-        out.sync_all().map_err(|e| e.to_string())?;
-        Ok(written)
-    })();
-    bar.finish_and_clear();
-    match result {
-        Ok(written) if total.is_none_or(|t| t == written) => fs::rename(&tmp, dest).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            format!("cannot rename {}: {e}", tmp.display())
+    let tmp = temp_path(dest);
+    let incomplete = |got| DownloadError::Incomplete {
+        url: url.to_string(),
+        got,
+        expected: total.unwrap_or(0),
+    };
+    let mut body = response.body_mut().as_reader();
+    let result = match transfer::copy_to_file(&mut body, &tmp, total, &name, true) {
+        Err(CopyError::Read { bytes, source }) => Err(request_error(format!(
+            "connection lost after {bytes} bytes: {source}"
+        ))),
+        Err(CopyError::Write(source)) => Err(DownloadError::Write {
+            path: tmp.clone(),
+            source,
         }),
-        Ok(written) => {
-            let _ = fs::remove_file(&tmp);
-            Err(format!(
-                "incomplete download: {written} of {} bytes",
-                total.unwrap_or(0)
-            ))
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
+        Ok(copied) if total.is_some_and(|t| t != copied.bytes) => Err(incomplete(copied.bytes)),
+        Ok(copied) => match sha256 {
+            Some(expected) if !copied.sha256.eq_ignore_ascii_case(expected) => {
+                Err(DownloadError::Checksum {
+                    url: url.to_string(),
+                    got: copied.sha256,
+                    expected: expected.to_string(),
+                })
+            }
+            _ => fs::rename(&tmp, dest).map_err(|source| DownloadError::Write {
+                path: dest.to_path_buf(),
+                source,
+            }),
+        },
+    };
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    result
 }

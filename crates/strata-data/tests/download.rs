@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use strata_train::datasets::{DatasetSpec, Locator};
-use strata_train::testing::serve;
+use strata_data::datasets::{DatasetSpec, Locator};
+use strata_data::testing::{serve, sha256_hex};
 
 fn locator(cache: PathBuf, data_dir: Option<PathBuf>, mirror: &str) -> Locator {
     Locator {
@@ -20,7 +20,18 @@ fn spec(files: &[&'static str]) -> DatasetSpec {
         name: "toy",
         files: files.to_vec(),
         mirrors: vec!["http://127.0.0.1:9/unused/".into()],
+        sha256: Vec::new(),
     }
+}
+
+/// The names in `dir`.
+fn names_in(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The error of looking up a one-file dataset that cannot be found.
@@ -143,4 +154,34 @@ fn nonexistent_data_dir_is_refused() {
         err.contains("data dir /nonexistent/strata-data does not exist"),
         "{err}"
     );
+}
+
+#[test]
+fn published_checksum_is_verified() {
+    let good = b"the published bytes".to_vec();
+    let (base, _) = serve(HashMap::from([
+        ("a.bin".to_string(), good.clone()),
+        ("b.bin".to_string(), b"tampered".to_vec()),
+    ]));
+    // sha256 of "the published bytes".
+    let digest = "20139b7f2cbb8718eeaa22d38745d005a642545d21cc47fa49475c42d72e044e";
+    assert_eq!(sha256_hex(&good), digest);
+    let cache = tempfile::tempdir().unwrap();
+    let loc = locator(cache.path().to_path_buf(), None, &base);
+    let mut ok = spec(&["a.bin"]);
+    ok.sha256 = vec![("a.bin", digest)];
+    let dir = loc.find_or_download(&ok).unwrap();
+    assert_eq!(std::fs::read(dir.join("a.bin")).unwrap(), good);
+
+    // A file that does not match its published digest is refused and not kept.
+    let mut bad = spec(&["b.bin"]);
+    bad.sha256 = vec![("b.bin", digest)];
+    let err = loc.find_or_download(&bad).unwrap_err().to_string();
+    assert!(err.contains("b.bin"), "{err}");
+    assert!(
+        err.contains(&format!("does not match the published {digest}")),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert_eq!(names_in(&dir), vec![std::ffi::OsString::from("a.bin")]);
 }

@@ -1,0 +1,183 @@
+//! Building with a backend: the cargo features that compile it in, the environment it needs at
+//! build and run time, the `strata` binary, and a notice before builds that take a while.
+
+use std::env;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::{Result, bail};
+
+use crate::flags::Backend;
+use crate::workspace::{self, Member, cargo, root, target_dir};
+use crate::{libtorch, status};
+
+/// Builds `strata` (crate strata-cli, `dev` profile) with `backend` compiled in and returns the
+/// binary's path.
+pub fn strata(backend: Backend) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "strata-cli",
+        "--no-default-features",
+    ]);
+    cmd.args(["--features", &format!("strata-cli/{backend}")]);
+    env(&mut cmd, backend)?;
+    let stamp = Stamp::announce("strata", backend);
+    let built = status(cmd)?;
+    stamp.touch();
+    if !built {
+        let hint = match backend {
+            Backend::Cuda => {
+                "; its first build downloads a prebuilt LLVM from GitHub (cubecl-cuda's tracel-llvm-bundler), so it needs network access once"
+            }
+            Backend::Tch => "; check that `cargo xtask setup-libtorch` succeeded",
+            _ => "",
+        };
+        bail!(
+            "building strata with --backend {backend} failed (see the compiler output above){hint}"
+        );
+    }
+    Ok(target_dir().join("debug").join("strata"))
+}
+
+/// `crate/B,...` for every member with backend features, so that `--no-default-features
+/// --features` switches them all to `backend`. A crate has backend features when it has a
+/// `flex` feature (read from the manifests, so a new crate needs no change here).
+pub fn features(backend: Backend) -> Result<String> {
+    let members = workspace::members(&root())?;
+    let crates = members
+        .iter()
+        .filter(|m| m.has_feature(&Backend::Flex.to_string()))
+        .map(Member::name);
+    Ok(feature_list(crates, backend))
+}
+
+/// `crate/backend` for each crate, comma-separated.
+fn feature_list<'a>(crates: impl IntoIterator<Item = &'a str>, backend: Backend) -> String {
+    let features: Vec<String> = crates
+        .into_iter()
+        .map(|c| format!("{c}/{backend}"))
+        .collect();
+    features.join(",")
+}
+
+/// Sets the environment `backend` needs at build and run time, and the bundled datasets dir.
+pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
+    // The checkout's datasets/ (MNIST), whatever checkout built the binaries.
+    cmd.env("STRATA_BUNDLED_DATASETS", root().join("datasets"));
+    match backend {
+        Backend::Tch => {
+            let torch = libtorch::torch()?;
+            cmd.env("LIBTORCH_USE_PYTORCH", "1");
+            prepend_path(cmd, "PATH", &torch.venv.join("bin"));
+            prepend_path(cmd, "LD_LIBRARY_PATH", &torch.lib);
+        }
+        // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build.
+        Backend::Cuda if env::var_os("CUDARC_CUDA_VERSION").is_none() => {
+            cmd.env("CUDARC_CUDA_VERSION", "12080");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Puts `dir` first in the path list `var` of `cmd`.
+fn prepend_path(cmd: &mut Command, var: &str, dir: &Path) {
+    let mut paths = vec![dir.to_path_buf()];
+    if let Some(old) = env::var_os(var) {
+        paths.extend(env::split_paths(&old));
+    }
+    let joined = env::join_paths(paths).unwrap_or_else(|_| OsString::from(dir));
+    cmd.env(var, joined);
+}
+
+/// A file in the target dir whose time is that of the last build of something with a backend;
+/// it tells beforehand whether cargo will have work to do.
+pub struct Stamp(PathBuf);
+
+impl Stamp {
+    /// Prints one line to stderr when building `what` with `backend` will take a while: the
+    /// first build with this backend (which compiles Burn), or the first since a source changed.
+    pub fn announce(what: &str, backend: Backend) -> Self {
+        let path = target_dir()
+            .join("xtask")
+            .join(format!("{what}-{backend}.stamp"));
+        let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
+        match built {
+            None => eprintln!(
+                "building {what} with --backend {backend} (the first build compiles Burn: about 5 minutes on 2 cores)..."
+            ),
+            Some(built) if newest_source() > Some(built) => {
+                eprintln!("building {what} with --backend {backend}...")
+            }
+            Some(_) => {}
+        }
+        Stamp(path)
+    }
+
+    /// Records that the build has run, well or not (best effort: the stamp only decides a
+    /// notice).
+    pub fn touch(self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = File::create(&self.0).and_then(|f| f.set_modified(SystemTime::now()));
+    }
+}
+
+/// The time of the newest file of the workspace's crates, benches and root manifests.
+fn newest_source() -> Option<SystemTime> {
+    let root = root();
+    ["crates", "benches", "Cargo.toml", "Cargo.lock"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .max()
+}
+
+/// The newest modification time of `path` and everything below it.
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = fs::metadata(path).ok()?;
+    let own = meta.modified().ok();
+    if !meta.is_dir() {
+        return own;
+    }
+    let entries = fs::read_dir(path).ok()?;
+    entries
+        .filter_map(|e| newest(&e.ok()?.path()))
+        .chain(own)
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_list_names_each_crate() {
+        assert_eq!(
+            feature_list(["strata-tensor", "strata-cli"], Backend::Tch),
+            "strata-tensor/tch,strata-cli/tch"
+        );
+    }
+
+    #[test]
+    fn features_switch_every_crate_with_backends() {
+        let features = features(Backend::Ndarray).unwrap();
+        let list: Vec<&str> = features.split(',').collect();
+        for krate in [
+            "strata-tensor",
+            "strata-train",
+            "strata-vision",
+            "strata-cli",
+            "strata-benches",
+        ] {
+            assert!(list.contains(&&*format!("{krate}/ndarray")), "{features}");
+        }
+        assert!(!features.contains("xtask"), "{features}");
+    }
+}

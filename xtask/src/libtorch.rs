@@ -1,0 +1,119 @@
+//! PyTorch in a venv under `~/.cache/strata`: LibTorch for the `tch` backend, and the Python
+//! that runs the baselines of `bench` and the fixture scripts.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+
+use crate::status;
+
+/// The PyTorch version `tch 0.22` (burn-tch 0.22) is built against.
+pub const TORCH_VERSION: &str = "2.9.0";
+
+/// A venv with PyTorch in it.
+#[derive(Debug)]
+pub struct Torch {
+    /// The venv (`bin/python` inside).
+    pub venv: PathBuf,
+    /// torch's `lib/` folder, which holds LibTorch's shared libraries.
+    pub lib: PathBuf,
+}
+
+impl Torch {
+    /// The venv's Python.
+    pub fn python(&self) -> PathBuf {
+        self.venv.join("bin/python")
+    }
+}
+
+/// `cargo xtask setup-libtorch`.
+pub fn setup() -> Result<ExitCode> {
+    let torch = torch()?;
+    println!(
+        "PyTorch {TORCH_VERSION} is installed in {}",
+        torch.venv.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, numpy and safetensors, installed the
+/// first time it is asked for (checked once per run).
+pub fn torch() -> Result<&'static Torch> {
+    static TORCH: OnceLock<Torch> = OnceLock::new();
+    if let Some(torch) = TORCH.get() {
+        return Ok(torch);
+    }
+    let venv = ensure_torch_venv()?;
+    let lib = torch_lib_dir(&venv)?;
+    Ok(TORCH.get_or_init(|| Torch { venv, lib }))
+}
+
+/// `$STRATA_CACHE_DIR`, or `~/.cache/strata`.
+fn strata_cache() -> PathBuf {
+    env::var_os("STRATA_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/strata")
+        })
+}
+
+/// Creates the venv with `torch==2.9.0`, numpy and safetensors unless they are there.
+fn ensure_torch_venv() -> Result<PathBuf> {
+    let venv = strata_cache().join("venv");
+    let python = venv.join("bin/python");
+    let has_torch = |python: &Path| {
+        let check = format!(
+            "import torch, numpy, safetensors, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') else 1)"
+        );
+        Command::new(python)
+            .args(["-c", &check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.is_file() && has_torch(&python) {
+        return Ok(venv);
+    }
+    eprintln!(
+        "installing PyTorch {TORCH_VERSION} into {} (several GB, once)...",
+        venv.display()
+    );
+    let mut mk = Command::new("python3");
+    mk.args(["-m", "venv"]).arg(&venv);
+    if !python.is_file() && !status(mk)? {
+        bail!(
+            "python3 -m venv {} failed: install python3 with venv support",
+            venv.display()
+        );
+    }
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet", &format!("torch=={TORCH_VERSION}")]);
+    pip.args(["numpy", "safetensors"]);
+    if !status(pip)? || !has_torch(&python) {
+        bail!("pip install torch=={TORCH_VERSION} failed: check that PyPI is reachable");
+    }
+    Ok(venv)
+}
+
+/// torch's `lib/` folder in `venv`.
+fn torch_lib_dir(venv: &Path) -> Result<PathBuf> {
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
+        .output()
+        .context("cannot ask the venv's python where torch is")?;
+    if !out.status.success() {
+        bail!(
+            "torch is not importable in {}: run `cargo xtask setup-libtorch`",
+            venv.display()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}

@@ -1,0 +1,41 @@
+//! `cargo xtask test`: the workspace tests with a backend compiled in, then xtask's own.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::build::{self, Stamp};
+use crate::flags::Test;
+use crate::status;
+use crate::workspace::cargo;
+
+impl Test {
+    /// Runs `cargo test` on every crate but xtask with the backend's features (and the extra
+    /// arguments), then `cargo test -p xtask`, which needs no backend and checks the
+    /// architecture invariants.
+    pub fn run(self) -> Result<ExitCode> {
+        let backend = self.backend.get()?;
+        let mut cmd = cargo();
+        cmd.args(["test", "--workspace", "--exclude", "xtask"]);
+        cmd.args([
+            "--no-default-features",
+            "--features",
+            &build::features(backend)?,
+        ]);
+        cmd.args(&self.cargo_args);
+        build::env(&mut cmd, backend)?;
+        let stamp = Stamp::announce("tests", backend);
+        let passed = status(cmd)?;
+        stamp.touch();
+        if !passed {
+            return Ok(ExitCode::FAILURE);
+        }
+        let mut own = cargo();
+        own.args(["test", "-p", "xtask"]);
+        Ok(if status(own)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
