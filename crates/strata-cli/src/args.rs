@@ -26,8 +26,8 @@ where
 /// Which backend runs the job.
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// Backend: flex, ndarray, tch, cuda or wgpu (must be compiled in; default: $STRATA_BACKEND, else flex).
-    #[arg(long)]
+    /// Backend (must be compiled in; `cargo xtask` builds it in) [default: $STRATA_BACKEND, else flex]
+    #[arg(long, value_parser = PossibleValuesParser::new(BackendKind::NAMES))]
     pub backend: Option<String>,
     /// GPU index for cuda, or LibTorch's CUDA device for tch (tch runs on the CPU without it).
     #[arg(long)]
@@ -50,15 +50,30 @@ pub enum Format {
     Json,
 }
 
-/// Where a job writes and how it reports.
+/// How a job reports.
 #[derive(Args, Debug, Clone)]
-pub struct OutputArgs {
-    /// Where weights, metrics and pictures are written (default: artifacts/DATASET-MODEL).
-    #[arg(long)]
-    pub artifact_dir: Option<PathBuf>,
+pub struct FormatArgs {
     /// Output of the final report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+/// Where a training job writes and how it reports.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Where weights, metrics and pictures are written [default: the job's, e.g. artifacts/mnist-simple-cnn]
+    #[arg(long)]
+    pub artifact_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: FormatArgs,
+}
+
+/// Where the datasets are.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Root that holds the datasets (mnist/, fashion-mnist/, ...; the layout of shared/datasets)
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Every option of a training run (the harness's [`FitConfig`]).
@@ -109,10 +124,30 @@ pub struct FitArgs {
     /// Continue from the last checkpoint in the artifact dir.
     #[arg(long)]
     pub resume: bool,
+    /// Do not train the module at this path (e.g. conv1): no gradient, BatchNorm statistics fixed. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub freeze: Vec<String>,
+    /// Train the module at PATH at SCALE × the learning rate (e.g. conv1=0.1). Repeatable.
+    #[arg(long, value_name = "PATH=SCALE", value_parser = parse_lr_group)]
+    pub lr_scale: Vec<LrGroup>,
+}
+
+/// Parses `PATH=SCALE` of `--lr-scale`.
+fn parse_lr_group(s: &str) -> Result<LrGroup, String> {
+    let (prefix, scale) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not PATH=SCALE (e.g. conv1=0.1)"))?;
+    let lr_scale = scale
+        .parse::<f64>()
+        .map_err(|_| format!("'{scale}' in '{s}' is not a number"))?;
+    Ok(LrGroup {
+        prefix: prefix.to_string(),
+        lr_scale,
+    })
 }
 
 impl FitArgs {
-    /// The harness's settings; the family adds parameter groups, frozen parts and its model type.
+    /// The harness's settings (the job adds its model type).
     pub fn config(&self, backend: BackendKind) -> FitConfig {
         let mut optimizer = OptimizerConfig::new(self.optimizer, self.lr);
         optimizer.weight_decay = self.weight_decay;
@@ -132,8 +167,8 @@ impl FitArgs {
             batch_size: self.batch_size,
             optimizer,
             schedule,
-            lr_groups: Vec::<LrGroup>::new(),
-            frozen: Vec::new(),
+            lr_groups: self.lr_scale.clone(),
+            frozen: self.freeze.clone(),
             patience: self.patience,
             resume: self.resume,
             seed: self.seed,
@@ -143,7 +178,9 @@ impl FitArgs {
     }
 }
 
-/// A clap error as one line (`--help` and `--version` are printed as they are).
+/// A clap error as one line (`--help` and `--version` are printed as they are): an invalid
+/// choice lists the choices, and a message that clap spreads over several lines (the missing
+/// arguments, a tip) is joined.
 pub fn one_line(err: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue};
     let context = |kind| match err.get(kind) {
@@ -160,13 +197,15 @@ pub fn one_line(err: &clap::Error) -> String {
         return format!("unknown {flag} '{value}': choose {valid}");
     }
     let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let mut line = first.trim_start_matches("error: ").to_string();
-    if let Some(tip) = rendered
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tip: "))
-    {
-        line += &format!(" ({tip})");
+    let mut parts: Vec<&str> = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.trim_start_matches("error: "));
+        }
     }
-    line
+    parts.join(" ")
 }

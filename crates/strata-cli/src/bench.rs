@@ -2,14 +2,12 @@
 //! baseline). The last stdout line is `{"bench", "backend", "value", "unit", ...}`.
 //! `strata bench --list` prints the benchmark names, one per line.
 
-use std::path::PathBuf;
-
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use strata_vision::bench::cnn_train_throughput;
 use strata_vision::mnist::{MnistKind, MnistSplits};
 
-use crate::args::{BackendArgs, Format};
+use crate::args::{BackendArgs, DataArgs, Format, FormatArgs};
 
 /// Every benchmark, with what it measures.
 const BENCHES: &[(&str, &str)] = &[(
@@ -36,12 +34,10 @@ pub struct BenchArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Root that holds the datasets.
-    #[arg(long, env = "STRATA_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    report: FormatArgs,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -60,7 +56,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--batch-size and --steps must be at least 1");
     }
     let (backend, device) = args.backend.device()?;
-    let splits = MnistSplits::load(MnistKind::Mnist, args.data_dir.as_deref(), 0)?;
+    let splits = MnistSplits::load(MnistKind::Mnist, args.data.data_dir.as_deref(), 0)
+        .context("cnn-train trains on MNIST")?;
     eprintln!(
         "cnn-train: simple CNN, batch {}, Adam, {} warm-up + {} timed steps, backend {backend}, {} threads",
         args.batch_size,
@@ -84,7 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "steps": t.steps,
         "seconds": t.seconds,
     });
-    match args.format {
+    match args.report.format {
         Format::Json => println!("{json}"),
         Format::Text => println!("cnn-train [{backend}]: {:.1} img/s", t.images_per_s),
     }

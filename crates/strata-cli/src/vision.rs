@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use strata_vision::job::{TrainVisionOptions, VisionPredictor, train_vision};
+use strata_vision::job::{TrainVisionOptions, VisionPredictor, default_artifact_dir, train_vision};
 use strata_vision::mnist::MnistKind;
 use strata_vision::models::{ConvKnobs, MODEL_NAMES, PoolKind};
 
-use crate::args::{BackendArgs, FitArgs, Format, OutputArgs, choice};
+use crate::args::{BackendArgs, DataArgs, FitArgs, Format, FormatArgs, OutputArgs, choice};
 
 /// `strata train-vision`.
 #[derive(Args, Debug)]
@@ -21,19 +21,19 @@ pub struct TrainArgs {
     /// Model.
     #[arg(long, default_value = "simple-cnn", value_parser = clap::builder::PossibleValuesParser::new(MODEL_NAMES))]
     model: String,
-    /// Kernel size of the convolutions (default: the model's, 3 or 5).
+    /// Kernel size of both convolutions [default: the model's, 3 or 5]
     #[arg(long)]
     kernel_size: Option<usize>,
-    /// Stride of the convolutions (default 1).
+    /// Stride of both convolutions [default: 1]
     #[arg(long)]
     stride: Option<usize>,
-    /// Zero padding on each side of the convolutions (default: the model's).
+    /// Zero padding on each side (of both convolutions; of the first only for lenet5) [default: the model's]
     #[arg(long)]
     padding: Option<usize>,
-    /// Pooling after the convolutions (default: the model's).
+    /// Pooling after the convolutions [default: max]
     #[arg(long, value_parser = choice::<PoolKind>(PoolKind::NAMES))]
     pool: Option<PoolKind>,
-    /// Output channels of the two convolutions, e.g. 16,32 (default: the model's).
+    /// Output channels of the two convolutions, e.g. 16,32 [default: the model's]
     #[arg(long, value_delimiter = ',', num_args = 2)]
     channels: Option<Vec<usize>>,
     /// Print each layer's output shape and parameter count, and stop.
@@ -48,9 +48,8 @@ pub struct TrainArgs {
     /// Train on the first N training images only (quick runs).
     #[arg(long)]
     train_limit: Option<usize>,
-    /// Root that holds the datasets (mnist/, fashion-mnist/, ...).
-    #[arg(long, env = "STRATA_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     #[command(flatten)]
     fit: FitArgs,
     #[command(flatten)]
@@ -62,18 +61,17 @@ pub struct TrainArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     backend: BackendArgs,
-    /// Artifact dir of a train-vision run.
-    #[arg(long, default_value = "artifacts/mnist-simple-cnn")]
-    artifact_dir: PathBuf,
+    /// Artifact dir of a train-vision run [default: artifacts/mnist-simple-cnn, where the default run goes]
+    #[arg(long)]
+    artifact_dir: Option<PathBuf>,
     /// Image to classify (PNG, JPEG, GIF or BMP; any size, grey or colour).
     #[arg(long)]
     image: PathBuf,
     /// How many classes to print.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    #[command(flatten)]
+    report: FormatArgs,
 }
 
 /// Trains a CNN and prints the test accuracy.
@@ -92,9 +90,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
         print!("{}", strata_vision::summary::summary(&config, &device)?);
         return Ok(());
     }
-    let artifact_dir = args.output.artifact_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("artifacts").join(format!("{}-{}", args.dataset.name(), args.model))
-    });
+    let artifact_dir = args
+        .output
+        .artifact_dir
+        .clone()
+        .unwrap_or_else(|| default_artifact_dir(args.dataset, &args.model));
     let opts = TrainVisionOptions {
         dataset: args.dataset,
         model: args.model,
@@ -102,18 +102,20 @@ pub fn train(args: TrainArgs) -> Result<()> {
         augment: args.augment,
         valid_size: args.valid_size,
         train_limit: args.train_limit,
-        data_dir: args.data_dir,
+        data_dir: args.data.data_dir,
         artifact_dir,
         fit: args.fit.config(backend),
     };
-    let report = train_vision(&opts, &device)?;
-    match args.output.format {
+    let report = train_vision(&opts, &device)
+        .with_context(|| format!("train-vision into {}", opts.artifact_dir.display()))?;
+    match args.output.report.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
         Format::Text => println!(
-            "test accuracy: {:.2}% (loss {:.4}) after {} epochs in {:.0}s; artifacts in {}",
+            "test accuracy: {:.2}% (loss {:.4}) after {} epochs ({} steps) in {:.0}s; artifacts in {}",
             report.test_accuracy * 100.0,
             report.test_loss,
             report.epochs,
+            report.steps,
             report.wall_seconds,
             report.artifact_dir.display()
         ),
@@ -124,9 +126,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
 /// Classifies one image with a trained model.
 pub fn predict(args: PredictArgs) -> Result<()> {
     let (_, device) = args.backend.device()?;
-    let predictor = VisionPredictor::load(&args.artifact_dir, &device)?;
+    let dir = args
+        .artifact_dir
+        .unwrap_or_else(|| default_artifact_dir(MnistKind::Mnist, "simple-cnn"));
+    let predictor = VisionPredictor::load(&dir, &device)?;
     let top = predictor.predict_file(&args.image, args.top_k.max(1))?;
-    match args.format {
+    match args.report.format {
         Format::Json => println!("{}", serde_json::json!({ "top_k": top })),
         Format::Text => {
             for p in &top {

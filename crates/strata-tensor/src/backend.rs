@@ -32,7 +32,7 @@ pub enum BackendKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     /// The name is not a backend.
-    #[error("unknown backend '{0}': choose one of flex, ndarray, tch, cuda, wgpu")]
+    #[error("unknown backend '{0}': choose {names}", names = BackendKind::NAMES.join(", "))]
     Unknown(String),
     /// The backend exists but this binary was built without it.
     #[error(
@@ -50,6 +50,9 @@ impl BackendKind {
     /// Every backend, in order of preference for a CPU-only default.
     pub const ALL: [BackendKind; 5] =
         [Self::Flex, Self::Ndarray, Self::Tch, Self::Cuda, Self::Wgpu];
+
+    /// The names `--backend` accepts, in the order of [`ALL`](Self::ALL).
+    pub const NAMES: &[&str] = &["flex", "ndarray", "tch", "cuda", "wgpu"];
 
     /// The name on the command line, which is also the cargo feature.
     pub fn name(self) -> &'static str {
@@ -171,8 +174,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for b in BackendKind::ALL {
+        for (b, name) in BackendKind::ALL.into_iter().zip(BackendKind::NAMES) {
             assert_eq!(BackendKind::parse(b.name()), Ok(b));
+            assert_eq!(b.name(), *name);
         }
         assert_eq!(BackendKind::parse("LibTorch"), Ok(BackendKind::Tch));
     }
@@ -182,7 +186,7 @@ mod tests {
         let err = BackendKind::parse("cpu-fast").unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown backend 'cpu-fast': choose one of flex, ndarray, tch, cuda, wgpu"
+            "unknown backend 'cpu-fast': choose flex, ndarray, tch, cuda, wgpu"
         );
     }
 

@@ -190,8 +190,9 @@ impl RunOptions {
     }
 
     /// Checks that a run with options `self` may continue the checkpointed run `before`:
-    /// the same model type, the same family options, the same batch size and optimizer.
-    /// The length of the run, the patience and the seed may change.
+    /// the same model type and family options, and the same batch size, optimizer, schedule,
+    /// learning-rate groups, frozen parts and way of counting (epochs, or steps evaluated every
+    /// K). The length of the run, the learning rate, the patience and the seed may change.
     pub fn check_resume(&self, before: &RunOptions, dir: &Path) -> Result<(), ArtifactError> {
         let differ = |what: &str, b: String, n: String| {
             Err(ArtifactError::Incompatible {
@@ -220,14 +221,81 @@ impl RunOptions {
                 self.fit.batch_size.to_string(),
             );
         }
-        if self.fit.optimizer.kind != before.fit.optimizer.kind {
-            return differ(
+        let json = |v: serde_json::Result<serde_json::Value>| v.unwrap_or_default();
+        let (now, then) = (&self.fit, &before.fit);
+        let settings = [
+            (
                 "--optimizer",
-                before.fit.optimizer.kind.to_string(),
-                self.fit.optimizer.kind.to_string(),
-            );
+                serde_json::to_value(now.optimizer.kind),
+                serde_json::to_value(then.optimizer.kind),
+            ),
+            (
+                "--schedule",
+                serde_json::to_value(now.schedule.kind),
+                serde_json::to_value(then.schedule.kind),
+            ),
+            (
+                "--warmup-steps",
+                serde_json::to_value(now.schedule.warmup_steps),
+                serde_json::to_value(then.schedule.warmup_steps),
+            ),
+            (
+                "learning-rate groups",
+                serde_json::to_value(&now.lr_groups),
+                serde_json::to_value(&then.lr_groups),
+            ),
+            (
+                "frozen parts",
+                serde_json::to_value(&now.frozen),
+                serde_json::to_value(&then.frozen),
+            ),
+            (
+                "counting",
+                serde_json::to_value(counting(now.budget)),
+                serde_json::to_value(counting(then.budget)),
+            ),
+        ];
+        for (what, n, b) in settings {
+            let (n, b) = (json(n), json(b));
+            if n != b {
+                return differ(what, b.to_string(), n.to_string());
+            }
         }
         Ok(())
+    }
+}
+
+/// How a budget counts: `epochs`, or `steps, evaluated every K` (the length itself may change
+/// on `--resume`).
+fn counting(budget: crate::fit::Budget) -> String {
+    match budget {
+        crate::fit::Budget::Epochs(_) => "epochs".into(),
+        crate::fit::Budget::Steps { eval_every, .. } => {
+            format!("steps (--max-steps), evaluated every {eval_every}")
+        }
+    }
+}
+
+/// Removes `config.json` from `dir` (a run that starts makes the dir unfinished until its
+/// job writes a new one). A missing file is no error.
+pub fn remove_config(dir: &Path) -> Result<(), ArtifactError> {
+    let path = dir.join(CONFIG_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ArtifactError::Write { path, source }),
+    }
+}
+
+/// Removes every checkpoint of `artifact_dir` but those of the periods in `keep`.
+pub fn prune_checkpoints(artifact_dir: &Path, keep: &[usize]) {
+    let dir = checkpoint_dir(artifact_dir);
+    for epoch in checkpoint_epochs(artifact_dir) {
+        if !keep.contains(&epoch) {
+            for part in ["model", "optim", "scheduler"] {
+                let _ = fs::remove_file(dir.join(format!("{part}-{epoch}.bpk")));
+            }
+        }
     }
 }
 

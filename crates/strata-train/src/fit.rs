@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -90,6 +91,19 @@ impl Budget {
         match self {
             Self::Epochs(_) => "--epochs",
             Self::Steps { .. } => "--max-steps",
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Epochs(1) => write!(f, "1 epoch"),
+            Self::Epochs(n) => write!(f, "{n} epochs"),
+            Self::Steps {
+                max_steps,
+                eval_every,
+            } => write!(f, "{max_steps} steps (evaluated every {eval_every})"),
         }
     }
 }
@@ -233,27 +247,34 @@ pub struct Fitted<M> {
     pub metrics: Metrics,
 }
 
-/// Checks everything that can be checked before data is read (the settings, `--resume` and
-/// its compatibility with the checkpointed run, that the artifact dir can be written), records
-/// the run's options for a later `--resume`, and returns the period a resumed run continues
-/// from. `job` holds the family's options that a resumed run must share.
+/// Where a resumed run continues: the period of the last complete checkpoint, and the
+/// optimizer steps done by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The period (epoch) of the checkpoint.
+    pub period: usize,
+    /// Optimizer steps done up to it (from `metrics.json`; `None` if it has no record of them).
+    pub steps_done: Option<usize>,
+}
+
+/// Checks everything that can be checked before data is read, and changes nothing on disk but
+/// creating the artifact dir: the settings, that the dir can be written, and for `--resume`
+/// that there is a checkpoint to continue and that the run it belongs to had compatible
+/// options. `job` holds the family's options that a resumed run must share. Returns where a
+/// resumed run continues from. [`fit`] calls it again; a job calls it first, so that bad
+/// options fail before its data is read.
 pub fn prepare(
     artifact_dir: &Path,
     config: &FitConfig,
     job: serde_json::Value,
-) -> Result<Option<usize>, FitError> {
+) -> Result<Option<ResumePoint>, FitError> {
     config.validate()?;
-    let options = RunOptions {
-        model_type: config.model_type.clone(),
-        job,
-        fit: config.clone(),
-    };
-    let resume_from = if config.resume {
-        let done = resume_epoch(artifact_dir, config.budget)?;
+    let resume = if config.resume {
+        let point = resume_point(artifact_dir, config.budget)?;
         if let Some(before) = RunOptions::load(artifact_dir) {
-            options.check_resume(&before, artifact_dir)?;
+            run_options(config, job).check_resume(&before, artifact_dir)?;
         }
-        Some(done)
+        Some(point)
     } else {
         None
     };
@@ -263,30 +284,107 @@ pub fn prepare(
             source,
         }
     })?;
-    if resume_from.is_none() {
-        // A fresh run: stale checkpoints and metric logs of an earlier run would mix in.
-        clear_previous_run(artifact_dir);
-    }
-    options.save(artifact_dir)?;
-    Ok(resume_from)
+    Ok(resume)
 }
 
-/// The period `--resume` continues from: the last complete checkpoint in `artifact_dir`, which
-/// must be below the budget's periods.
-pub fn resume_epoch(artifact_dir: &Path, budget: Budget) -> Result<usize, FitError> {
-    let last = *checkpoint_epochs(artifact_dir)
+fn run_options(config: &FitConfig, job: serde_json::Value) -> RunOptions {
+    RunOptions {
+        model_type: config.model_type.clone(),
+        job,
+        fit: config.clone(),
+    }
+}
+
+/// Where `--resume` continues from: the last complete checkpoint in `artifact_dir`, which must
+/// be short of the budget.
+pub fn resume_point(artifact_dir: &Path, budget: Budget) -> Result<ResumePoint, FitError> {
+    let period = *checkpoint_epochs(artifact_dir)
         .last()
         .ok_or_else(|| FitError::NoCheckpoint(checkpoint_dir(artifact_dir)))?;
-    if last >= budget.periods() {
+    let steps_done = Metrics::load(artifact_dir).ok().and_then(|m| {
+        m.history
+            .iter()
+            .find(|r| r.epoch == period)
+            .map(|r| r.step)
+            .filter(|&s| s > 0)
+    });
+    let done = match budget {
+        Budget::Epochs(epochs) => (period >= epochs).then_some((period, epochs, "epoch")),
+        Budget::Steps {
+            max_steps,
+            eval_every,
+        } => {
+            let steps = steps_done.unwrap_or(period * eval_every);
+            (steps >= max_steps).then_some((steps, max_steps, "step"))
+        }
+    };
+    if let Some((done, total, unit)) = done {
         return Err(FitError::AlreadyDone {
             dir: artifact_dir.to_path_buf(),
-            done: last,
-            total: budget.periods(),
-            unit: budget.unit(),
+            done,
+            total,
+            unit,
             flag: budget.flag(),
         });
     }
-    Ok(last)
+    Ok(ResumePoint { period, steps_done })
+}
+
+/// Paths of `module`'s float parameters (`fc1.weight`, `backbone.layer1.0.conv1.weight`, ...).
+pub fn parameter_paths<M: Module>(module: &M) -> Vec<String> {
+    #[derive(Default)]
+    struct Paths {
+        stack: Vec<String>,
+        out: Vec<String>,
+    }
+    impl burn::module::ModuleVisitor for Paths {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(
+            &mut self,
+            _param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            self.out.push(self.stack.join("."));
+        }
+    }
+    let mut paths = Paths::default();
+    module.visit(&mut paths);
+    paths.out
+}
+
+/// Checks that every frozen path and learning-rate group names parameters of `module`.
+fn check_paths<M: Module>(module: &M, config: &FitConfig) -> Result<(), FitError> {
+    let paths = parameter_paths(module);
+    let named = config.frozen.iter().map(|p| ("frozen part", p)).chain(
+        config
+            .lr_groups
+            .iter()
+            .map(|g| ("learning-rate group", &g.prefix)),
+    );
+    for (what, prefix) in named {
+        let hit = !prefix.is_empty()
+            && paths.iter().any(|p| {
+                p == prefix
+                    || p.strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            });
+        if !hit {
+            let mut modules: Vec<&str> = paths
+                .iter()
+                .map(|p| p.split('.').next().unwrap_or(p))
+                .collect();
+            modules.dedup();
+            return Err(FitError::Invalid(format!(
+                "{what} '{prefix}' names no parameter of the model; its top-level modules are {}",
+                modules.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The module burn-train trains: the family's model, plus the clipping of the global gradient
@@ -336,102 +434,140 @@ where
     }
 }
 
-/// A training loader for a run measured in steps: each pass over it (a period) yields the
-/// next period's batches, drawn from `inner` and starting a new pass over `inner` whenever one
-/// runs out.
-struct PeriodLoader<I> {
-    inner: Arc<dyn DataLoader<I>>,
-    budget: Budget,
-    batch_size: usize,
-    /// Periods already run (counting those of the run that is resumed).
-    period: Arc<AtomicUsize>,
+/// How the optimizer steps of a run measured in steps fall into periods: period `p` (from 1)
+/// after the `first` ones already done runs `eval_every` steps, the last one what is left.
+#[derive(Debug, Clone, Copy)]
+struct StepPlan {
+    first: usize,
+    steps_done: usize,
+    max_steps: usize,
+    eval_every: usize,
 }
 
-impl<I> PeriodLoader<I> {
-    fn batches(&self, period: usize) -> usize {
-        match self.budget {
-            Budget::Steps {
-                max_steps,
-                eval_every,
-            } => eval_every.min(max_steps.saturating_sub(period * eval_every)),
-            Budget::Epochs(_) => 0,
-        }
+impl StepPlan {
+    fn steps_in(&self, period: usize) -> usize {
+        let before = self.steps_done + period.saturating_sub(self.first + 1) * self.eval_every;
+        self.eval_every.min(self.max_steps.saturating_sub(before))
+    }
+
+    fn periods(&self) -> usize {
+        self.first
+            + self
+                .max_steps
+                .saturating_sub(self.steps_done)
+                .div_ceil(self.eval_every)
     }
 }
 
-struct PeriodIter<'a, I> {
-    loader: &'a PeriodLoader<I>,
-    current: Option<Box<dyn DataLoaderIterator<I> + 'a>>,
-    /// Whether the current pass over `inner` has yielded anything (an empty one ends the period).
-    yielded: bool,
+/// The training loader of a run measured in steps: each pass over it (a period) yields the next
+/// period's batches of one endless stream, which goes through `inner` pass after pass (a new
+/// shuffle each time, if `inner` shuffles). A thread feeds the stream, one batch ahead.
+struct StepLoader<I> {
+    inner: Arc<dyn DataLoader<I>>,
+    plan: StepPlan,
+    batch_size: usize,
+    /// Periods handed out so far (counting those of the run that is resumed).
+    period: Arc<AtomicUsize>,
+    stream: Mutex<Option<Receiver<Result<I, DatasetError>>>>,
+}
+
+impl<I: Send + Sync + 'static> StepLoader<I> {
+    fn new(
+        inner: Arc<dyn DataLoader<I>>,
+        plan: StepPlan,
+        batch_size: usize,
+        period: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            inner,
+            plan,
+            batch_size,
+            period,
+            stream: Mutex::new(None),
+        }
+    }
+
+    /// The stream's receiving end, started on first use.
+    fn next_batch(&self) -> Option<Result<I, DatasetError>> {
+        let mut stream = self.stream.lock().expect("stream lock");
+        let rx = stream.get_or_insert_with(|| {
+            let (tx, rx) = sync_channel(1);
+            let inner = self.inner.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let mut any = false;
+                    for item in inner.iter() {
+                        any = true;
+                        if tx.send(item).is_err() {
+                            return; // the run is over
+                        }
+                    }
+                    if !any {
+                        return; // an empty loader ends the stream
+                    }
+                }
+            });
+            rx
+        });
+        rx.recv().ok()
+    }
+}
+
+struct StepIter<'a, I> {
+    loader: &'a StepLoader<I>,
     done: usize,
     total: usize,
 }
 
-impl<I> Iterator for PeriodIter<'_, I> {
+impl<I: Send + Sync + 'static> Iterator for StepIter<'_, I> {
     type Item = Result<I, DatasetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done >= self.total {
             return None;
         }
-        loop {
-            let iter = self.current.get_or_insert_with(|| self.loader.inner.iter());
-            match iter.next() {
-                Some(item) => {
-                    self.yielded = true;
-                    self.done += 1;
-                    return Some(item);
-                }
-                None if self.yielded => {
-                    self.current = None;
-                    self.yielded = false;
-                }
-                None => return None,
-            }
-        }
+        self.done += 1;
+        self.loader.next_batch()
     }
 }
 
-impl<I> DataLoaderIterator<I> for PeriodIter<'_, I> {
+impl<I: Send + Sync + 'static> DataLoaderIterator<I> for StepIter<'_, I> {
     fn progress(&self) -> Progress {
         let bs = self.loader.batch_size;
         Progress::new(self.done * bs, self.total * bs, None)
     }
 }
 
-impl<I: Send + Sync + 'static> DataLoader<I> for PeriodLoader<I> {
+impl<I: Send + Sync + 'static> DataLoader<I> for StepLoader<I> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<I> + 'a> {
-        let period = self.period.fetch_add(1, Ordering::SeqCst);
-        Box::new(PeriodIter {
+        let period = self.period.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::new(StepIter {
             loader: self,
-            current: None,
-            yielded: false,
             done: 0,
-            total: self.batches(period),
+            total: self.plan.steps_in(period),
         })
     }
 
     fn num_items(&self) -> usize {
-        self.batches(self.period.load(Ordering::SeqCst)) * self.batch_size
+        self.plan.eval_every * self.batch_size
     }
 
     fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<I>> {
-        Arc::new(PeriodLoader {
-            inner: self.inner.to_device(device),
-            budget: self.budget,
-            batch_size: self.batch_size,
-            period: self.period.clone(),
-        })
+        Arc::new(Self::new(
+            self.inner.to_device(device),
+            self.plan,
+            self.batch_size,
+            self.period.clone(),
+        ))
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<I>> {
-        Arc::new(PeriodLoader {
-            inner: self.inner.slice(start, end),
-            budget: self.budget,
-            batch_size: self.batch_size,
-            period: self.period.clone(),
-        })
+        Arc::new(Self::new(
+            self.inner.slice(start, end),
+            self.plan,
+            self.batch_size,
+            self.period.clone(),
+        ))
     }
 }
 
@@ -461,10 +597,28 @@ where
     I: Send + Sync + Clone + std::fmt::Debug + 'static,
     O: TaskOutput,
 {
-    let resume_from = prepare(artifact_dir, config, job)?;
+    let resume = prepare(artifact_dir, config, job.clone())?;
+    check_paths(&model, config)?;
     let batches_per_pass = train.num_items().div_ceil(config.batch_size).max(1);
     let steps_per_period = config.budget.steps_per_period(batches_per_pass);
     let total_steps = config.budget.total_steps(batches_per_pass);
+    if config.schedule.warmup_steps >= total_steps {
+        return Err(FitError::Invalid(format!(
+            "--warmup-steps {} leaves nothing of the run's {total_steps} steps: use fewer",
+            config.schedule.warmup_steps
+        )));
+    }
+    let done_periods = resume.map_or(0, |r| r.period);
+    let steps_done = resume.map_or(0, |r| r.steps_done.unwrap_or(r.period * steps_per_period));
+
+    // Nothing was changed on disk before this point.
+    if resume.is_none() {
+        // A fresh run: stale checkpoints and metric logs of an earlier run would mix in.
+        clear_previous_run(artifact_dir);
+    }
+    // The dir is unfinished until the job writes its config.json again.
+    crate::artifact::remove_config(artifact_dir)?;
+    run_options(config, job).save(artifact_dir)?;
 
     let mut metrics = Metrics {
         model_type: config.model_type.clone(),
@@ -474,16 +628,17 @@ where
         steps_per_period,
         ..Metrics::default()
     };
-    if let Some(done) = resume_from {
+    if let Some(point) = resume {
         match Metrics::load(artifact_dir) {
             Ok(mut previous) => {
-                previous.truncate_to(done);
+                previous.truncate_to(point.period);
                 metrics.history = previous.history;
                 metrics.step_loss = previous.step_loss;
                 metrics.wall_seconds = previous.wall_seconds;
             }
             Err(e) => eprintln!(
-                "warning: the history before period {done} is lost: cannot read {}/metrics.json ({e})",
+                "warning: the history before period {} is lost: cannot read {}/metrics.json ({e})",
+                point.period,
                 artifact_dir.display()
             ),
         }
@@ -498,14 +653,22 @@ where
         write_error: None,
     }));
 
-    let train: Arc<dyn DataLoader<I>> = match config.budget {
-        Budget::Epochs(_) => train,
-        Budget::Steps { .. } => Arc::new(PeriodLoader {
-            inner: train,
-            budget: config.budget,
-            batch_size: config.batch_size,
-            period: Arc::new(AtomicUsize::new(resume_from.unwrap_or(0))),
-        }),
+    let (train, periods): (Arc<dyn DataLoader<I>>, usize) = match config.budget {
+        Budget::Epochs(epochs) => (train, epochs),
+        Budget::Steps {
+            max_steps,
+            eval_every,
+        } => {
+            let plan = StepPlan {
+                first: done_periods,
+                steps_done,
+                max_steps,
+                eval_every,
+            };
+            let period = Arc::new(AtomicUsize::new(done_periods));
+            let loader = StepLoader::new(train, plan, config.batch_size, period);
+            (Arc::new(loader), plan.periods())
+        }
     };
 
     let mut model = model;
@@ -523,7 +686,7 @@ where
         &config.lr_groups,
         ROOT,
     );
-    if let Some(period) = resume_from {
+    if let Some(ResumePoint { period, .. }) = resume {
         // burn-train panics on a checkpoint that does not fit; check it first.
         let path = checkpoint_dir(artifact_dir).join(format!("model-{period}.bpk"));
         model.clone().try_load_file(&path).map_err(|e| {
@@ -539,7 +702,7 @@ where
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(LearningRateMetric::new())
-        .num_epochs(config.budget.periods())
+        .num_epochs(periods)
         .with_default_checkpointers()
         .with_checkpointing_strategy(
             ComposedCheckpointingStrategy::builder()
@@ -554,7 +717,7 @@ where
         )
         .renderer(Box::new(ProgressRenderer::new(
             log.clone(),
-            steps_per_period,
+            steps_done,
             unit,
         )))
         .with_application_logger(None);
@@ -570,8 +733,8 @@ where
             },
         ));
     }
-    if let Some(period) = resume_from {
-        eprintln!("resuming from the checkpoint of {unit} {period}");
+    if let Some(ResumePoint { period, .. }) = resume {
+        eprintln!("resuming from the checkpoint of {unit} {period} (step {steps_done})");
         training = training.checkpoint(period);
     }
 
@@ -587,7 +750,7 @@ where
     let metrics = &mut log.metrics;
     metrics.wall_seconds += started.elapsed().as_secs_f64();
     let last = metrics.history.last().map_or(0, |r| r.epoch);
-    metrics.stopped_early = last < config.budget.periods();
+    metrics.stopped_early = last < periods;
     metrics.best_epoch = metrics.best_period();
     let mut model = result.model;
     // With early stopping, the weights kept are those of the best period (Keras'
@@ -603,6 +766,9 @@ where
             ))
         })?;
     }
+    // Only the last period's checkpoint and the best one are worth keeping (earlier runs of a
+    // resumed one included).
+    crate::artifact::prune_checkpoints(artifact_dir, &[last, metrics.best_epoch.unwrap_or(last)]);
     let metrics = metrics.clone();
     metrics.save(artifact_dir).map_err(|e| {
         FitError::Training(format!(
@@ -614,4 +780,63 @@ where
         model: model.model,
         metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::data::dataloader::DataLoaderBuilder;
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::InMemDataset;
+
+    #[derive(Clone)]
+    struct Ids;
+
+    impl Batcher<usize, Vec<usize>> for Ids {
+        fn batch(&self, items: Vec<usize>, _device: &Device) -> Vec<usize> {
+            items
+        }
+    }
+
+    fn periods(loader: &StepLoader<Vec<usize>>, n: usize) -> Vec<Vec<usize>> {
+        (0..n)
+            .map(|_| loader.iter().map(|b| b.unwrap()[0]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_run_in_steps_goes_through_the_data_pass_after_pass() {
+        let inner = DataLoaderBuilder::new(Ids)
+            .batch_size(1)
+            .num_workers(0)
+            .build(InMemDataset::new((0..5).collect::<Vec<usize>>()));
+        let plan = StepPlan {
+            first: 0,
+            steps_done: 0,
+            max_steps: 11,
+            eval_every: 3,
+        };
+        assert_eq!(plan.periods(), 4);
+        let loader = StepLoader::new(inner, plan, 1, Arc::new(AtomicUsize::new(0)));
+        // Periods of 3 steps do not divide the 5 items: each pass still sees every item once,
+        // and the last period has the 2 steps left.
+        assert_eq!(
+            periods(&loader, 4),
+            vec![vec![0, 1, 2], vec![3, 4, 0], vec![1, 2, 3], vec![4, 0]]
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_in_steps_counts_from_the_steps_done() {
+        // 10 steps were done in periods of 4 (4, 8, 10); now up to 20.
+        let plan = StepPlan {
+            first: 3,
+            steps_done: 10,
+            max_steps: 20,
+            eval_every: 4,
+        };
+        assert_eq!(plan.periods(), 6);
+        let steps: Vec<usize> = (4..=6).map(|p| plan.steps_in(p)).collect();
+        assert_eq!(steps, vec![4, 4, 2]);
+    }
 }

@@ -19,7 +19,9 @@ use crate::task::TaskKind;
 pub struct Record {
     /// Period number, from 1 (the epoch, in a run measured in epochs).
     pub epoch: usize,
-    /// Optimizer steps done at the end of the period.
+    /// Optimizer steps done at the end of the period (0 in histories written before steps
+    /// were recorded).
+    #[serde(default)]
     pub step: usize,
     /// The named figures of the period.
     #[serde(flatten)]
@@ -39,12 +41,14 @@ pub struct Metrics {
     /// What the artifact dir holds (the `model_type` of its `config.json`).
     pub model_type: String,
     /// The task trained (`classification`, `language-model`, `regression`).
+    #[serde(default)]
     pub task: Option<TaskKind>,
     /// Backend the run used.
     pub backend: String,
     /// Seed of the run.
     pub seed: u64,
     /// Optimizer steps in one period (an epoch, or `--eval-every`).
+    #[serde(default)]
     pub steps_per_period: usize,
     /// One record per finished period.
     pub history: Vec<Record>,

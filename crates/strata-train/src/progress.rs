@@ -3,8 +3,8 @@
 //! `curves.png`), so a crashed or interrupted run still shows its history.
 //!
 //! [`ProgressRenderer`] implements burn-train's `MetricsRenderer`; the learner calls it from its
-//! training thread. Per-period figures are read from burn-train's `Final` metric entries (sample-
-//! weighted means); which metric feeds which column is decided once, when burn-train registers
+//! training thread. Per-period figures are read from burn-train's `Final` metric entries (means
+//! over the period's batches); which metric feeds which column is decided once, when burn-train registers
 //! the metrics, from the task's [`Column`]s. A "period" is an epoch, or `--eval-every` steps in a
 //! run measured in steps.
 
@@ -90,7 +90,6 @@ pub struct ProgressRenderer {
     epoch: usize,
     total_epochs: usize,
     step: usize,
-    steps_per_period: usize,
     unit: &'static str,
     epoch_started: Option<Instant>,
     train_seconds: f64,
@@ -102,9 +101,10 @@ pub struct ProgressRenderer {
 }
 
 impl ProgressRenderer {
-    /// A renderer that appends finished periods to `log`; a period is `steps_per_period`
-    /// optimizer steps, and is called `unit` (`epoch` or `period`) in the progress lines.
-    pub fn new(log: Arc<Mutex<RunLog>>, steps_per_period: usize, unit: &'static str) -> Self {
+    /// A renderer that appends finished periods to `log`, counting optimizer steps from
+    /// `steps_done` (those of the run that is resumed); a period is called `unit` (`epoch` or
+    /// `period`) in the progress lines.
+    pub fn new(log: Arc<Mutex<RunLog>>, steps_done: usize, unit: &'static str) -> Self {
         let columns = log.lock().expect("run log lock").columns.clone();
         let mut by_name: HashMap<String, Target> = columns
             .iter()
@@ -128,8 +128,7 @@ impl ProgressRenderer {
             split: Split::default(),
             epoch: 1,
             total_epochs: 0,
-            step: 0,
-            steps_per_period,
+            step: steps_done,
             unit,
             epoch_started: None,
             train_seconds: 0.0,
@@ -157,7 +156,9 @@ impl ProgressRenderer {
             | NumericEntry::Value(v) => (v, true),
         };
         match target {
-            Target::LearningRate => self.last_lr = Some(v),
+            // The rate of the last step (the final entry is the period's mean).
+            Target::LearningRate if running => self.last_lr = Some(v),
+            Target::LearningRate => {}
             Target::Column(key, scale) if !running => {
                 let split = if train {
                     &mut self.train
@@ -299,7 +300,6 @@ impl TrainingProgressLogger for ProgressRenderer {
     ) {
         self.total_epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
-        self.step = (self.epoch - 1) * self.steps_per_period;
     }
 
     fn update_epoch(&mut self, epoch: usize) {

@@ -417,6 +417,79 @@ fn a_run_in_steps_evaluates_every_k_steps_and_stops_at_max_steps() {
 }
 
 #[test]
+fn a_run_in_steps_resumes_from_the_steps_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = device().autodiff();
+    let run = |max_steps: usize, resume: bool| {
+        let mut cfg = config(1, 4, OptimizerConfig::adam(0.01));
+        cfg.budget = Budget::Steps {
+            max_steps,
+            eval_every: 4,
+        };
+        cfg.resume = resume;
+        fit(
+            Tiny::new(false, &dev),
+            tmp.path(),
+            loader(blobs(6, 1)[..12].to_vec(), 4, Some(3)),
+            loader(blobs(4, 2), 12, None),
+            &cfg,
+            job(),
+        )
+    };
+    run(10, false).unwrap();
+    let m = run(20, true).unwrap().metrics;
+    let steps: Vec<usize> = m.history.iter().map(|r| r.step).collect();
+    assert_eq!(steps, vec![4, 8, 10, 14, 18, 20]);
+    let logged: Vec<usize> = m.step_loss.iter().map(|s| s.0).collect();
+    assert_eq!(logged, (1..=20).collect::<Vec<_>>());
+    let err = run(20, true).unwrap_err().to_string();
+    assert!(
+        err.contains("step 20") || err.contains("from step 20"),
+        "{err}"
+    );
+    // Another evaluation interval would renumber the periods: refused.
+    let mut cfg = config(1, 4, OptimizerConfig::adam(0.01));
+    cfg.budget = Budget::Steps {
+        max_steps: 30,
+        eval_every: 5,
+    };
+    cfg.resume = true;
+    let err = fit(
+        Tiny::new(false, &dev),
+        tmp.path(),
+        loader(blobs(6, 1)[..12].to_vec(), 4, None),
+        loader(blobs(4, 2), 12, None),
+        &cfg,
+        job(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("evaluated every 4"), "{err}");
+}
+
+#[test]
+fn frozen_and_grouped_paths_must_name_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = device().autodiff();
+    let mut cfg = config(1, 4, OptimizerConfig::adam(0.01));
+    cfg.frozen = vec!["backbone".into()];
+    let err = fit(
+        Tiny::new(false, &dev),
+        tmp.path(),
+        loader(blobs(4, 1), 4, None),
+        loader(blobs(4, 2), 12, None),
+        &cfg,
+        job(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("'backbone' names no parameter") && err.contains("fc1, fc2"),
+        "{err}"
+    );
+}
+
+#[test]
 fn resume_continues_the_same_history() {
     let tmp = tempfile::tempdir().unwrap();
     let dev = device().autodiff();

@@ -85,7 +85,16 @@ fn burn_layout() -> String {
 impl ArtifactConfig {
     /// Reads `config.json` from an artifact dir, checking that it holds a Strata vision model.
     pub fn load(dir: &Path) -> Result<Self, JobError> {
-        Ok(artifact::load_config(dir, MODEL_TYPES)?)
+        let config: Self = artifact::load_config(dir, MODEL_TYPES)?;
+        let (channels, _) = config.model.input();
+        if config.normalization.channels() != channels {
+            return Err(JobError::Artifact(format!(
+                "{}: the normalisation has {} channel(s) but the model takes {channels}",
+                dir.join(artifact::CONFIG_FILE).display(),
+                config.normalization.channels()
+            )));
+        }
+        Ok(config)
     }
 }
 
@@ -120,14 +129,22 @@ pub struct TrainVisionReport {
     pub test_accuracy: f64,
     /// Mean loss on the test set.
     pub test_loss: f64,
-    /// Epochs finished.
+    /// Epochs (evaluation periods, in a run measured in steps) finished.
     pub epochs: usize,
+    /// Optimizer steps done.
+    pub steps: usize,
     /// Trainable parameters.
     pub parameters: usize,
     /// Wall time of the whole job, seconds.
     pub wall_seconds: f64,
     /// The artifact dir.
     pub artifact_dir: PathBuf,
+}
+
+/// Where a run of `model` on `dataset` goes when no `--artifact-dir` is given:
+/// `artifacts/<dataset>-<model>`, so that runs on other data do not overwrite each other.
+pub fn default_artifact_dir(dataset: MnistKind, model: &str) -> PathBuf {
+    PathBuf::from("artifacts").join(format!("{}-{model}", dataset.name()))
 }
 
 /// A data loader of `set` in batches of `batch_size`.
@@ -156,17 +173,11 @@ pub fn train_vision(
 ) -> Result<TrainVisionReport, JobError> {
     let started = Instant::now();
     let dir = &opts.artifact_dir;
-    // Everything that can be refused is refused before a file is written or data is read.
-    let model_type = VisionConfig::named(&opts.model, 1, 28, 10)?.model_type();
-    // A configuration the knobs make impossible is refused before anything is read.
-    VisionConfig::named(&opts.model, 1, 28, 10)?
-        .with_knobs(&opts.knobs)
-        .init(device)?;
-    if !matches!(opts.fit.budget, strata_train::Budget::Epochs(_)) {
-        return Err(JobError::Invalid(
-            "train-vision counts epochs: use --epochs, not --max-steps".into(),
-        ));
-    }
+    // Everything that can be refused is refused before a file is written or data is read:
+    // MNIST-style images are 28×28 in 10 classes.
+    let planned = VisionConfig::named(&opts.model, 1, 28, 10)?.with_knobs(&opts.knobs);
+    planned.init(device)?; // a configuration the knobs make impossible
+    let model_type = planned.model_type();
     if opts.valid_size == 0 {
         return Err(JobError::Invalid(
             "--valid-size must be at least 1: validation drives checkpoints and early stopping"
@@ -178,9 +189,15 @@ pub fn train_vision(
     }
     let mut fit_config = opts.fit.clone();
     fit_config.model_type = model_type.to_string();
-    // What a resumed run must share with the run it continues.
-    let job = serde_json::json!({ "dataset": opts.dataset.name(), "model": model_type });
-    let resume_from = strata_train::fit::prepare(dir, &fit_config, job.clone())?;
+    // What a resumed run must share with the run it continues: the data and the network.
+    let job = serde_json::json!({
+        "dataset": opts.dataset.name(),
+        "model": serde_json::to_value(&planned).unwrap_or_default(),
+        "valid-size": opts.valid_size,
+        "train-limit": opts.train_limit,
+        "augment": opts.augment,
+    });
+    let resume_from = strata_train::fit::prepare(dir, &fit_config, job.clone())?.map(|r| r.period);
     let mut splits = MnistSplits::load(opts.dataset, opts.data_dir.as_deref(), opts.valid_size)?;
     if let Some(limit) = opts.train_limit {
         let n = limit.min(splits.train.len());
@@ -216,13 +233,13 @@ pub fn train_vision(
     let model = model_config.init(&device.clone().autodiff())?;
     let parameters = model.num_params();
     eprintln!(
-        "training {} ({parameters} parameters) on {} ({} train / {} valid / {} test images), {} epochs, batch {}, {} lr {}, backend {}",
+        "training {} ({parameters} parameters) on {} ({} train / {} valid / {} test images), {}, batch {}, {} lr {}, backend {}",
         opts.model,
         kind.name(),
         splits.train.len(),
         splits.valid.len(),
         splits.test.len(),
-        fit_config.budget.periods(),
+        fit_config.budget,
         fit_config.batch_size,
         fit_config.optimizer.kind,
         fit_config.optimizer.lr,
@@ -294,6 +311,7 @@ pub fn train_vision(
         test_accuracy: accuracy,
         test_loss: score.loss,
         epochs: metrics.history.last().map_or(0, |r| r.epoch),
+        steps: metrics.history.last().map_or(0, |r| r.step),
         parameters,
         wall_seconds: started.elapsed().as_secs_f64(),
         artifact_dir: dir.clone(),

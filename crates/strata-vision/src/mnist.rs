@@ -28,36 +28,9 @@ pub const FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
-impl std::str::FromStr for MnistKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::parse(s)
-            .ok_or_else(|| format!("unknown dataset '{s}': choose {}", Self::NAMES.join(", ")))
-    }
-}
+strata_tensor::named_enum!(MnistKind, "--dataset", { Mnist => "mnist", FashionMnist => "fashion-mnist" });
 
 impl MnistKind {
-    /// The names `--dataset` accepts.
-    pub const NAMES: &[&str] = &["mnist", "fashion-mnist"];
-
-    /// Parses the names used on the command line: `mnist`, `fashion-mnist`.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().replace('_', "-").as_str() {
-            "mnist" => Some(Self::Mnist),
-            "fashion-mnist" | "fashionmnist" => Some(Self::FashionMnist),
-            _ => None,
-        }
-    }
-
-    /// The command-line name, also the folder under the data dir.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mnist => "mnist",
-            Self::FashionMnist => "fashion-mnist",
-        }
-    }
-
     /// Class names, index = label.
     pub fn labels(self) -> [&'static str; 10] {
         match self {

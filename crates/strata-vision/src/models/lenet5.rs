@@ -138,3 +138,27 @@ impl LeNet5 {
         x
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::test_device;
+
+    #[test]
+    fn shapes_and_parameter_count_are_the_papers() {
+        let device = test_device();
+        let net = LeNet5Config::new().init(&device).unwrap();
+        // conv 156 + conv 2,416 + fc 48,120 + fc 10,164 + fc 850.
+        assert_eq!(net.num_params(), 61_706);
+        let mut shapes = Vec::new();
+        let out = net.forward_traced(Tensor::zeros([2, 1, 28, 28], &device), &mut |_, d, _| {
+            shapes.push(d.to_vec())
+        });
+        assert_eq!(out.dims(), [2, 10]);
+        // 5×5 kernels: 28 (padded by 2) → 28 → pool 14 → 10 → pool 5.
+        assert_eq!(shapes[0], [2, 6, 28, 28]);
+        assert_eq!(shapes[1], [2, 6, 14, 14]);
+        assert_eq!(shapes[2], [2, 16, 10, 10]);
+        assert_eq!(shapes[3], [2, 16, 5, 5]);
+    }
+}

@@ -24,15 +24,26 @@ pub enum ModelError {
     #[error("{0}")]
     Config(String),
     /// The model name is unknown.
-    #[error("unknown model '{0}': choose simple-cnn or lenet5")]
-    Unknown(String),
+    #[error(transparent)]
+    Unknown(#[from] strata_tensor::names::UnknownName),
 }
 
 /// Called after each layer of a traced forward pass: layer name, output shape, parameters.
 pub type LayerTap<'a> = dyn FnMut(&str, &[usize], usize) + 'a;
 
+/// The architectures `train-vision --model` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelName {
+    /// [`SimpleCnn`].
+    SimpleCnn,
+    /// [`LeNet5`].
+    Lenet5,
+}
+
+strata_tensor::named_enum!(ModelName, "--model", { SimpleCnn => "simple-cnn", Lenet5 => "lenet5" });
+
 /// The model names `train-vision --model` accepts.
-pub const MODEL_NAMES: &[&str] = &["simple-cnn", "lenet5"];
+pub const MODEL_NAMES: &[&str] = ModelName::NAMES;
 
 /// The lecture's convolution knobs, set from the command line over a model's defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,21 +79,20 @@ impl VisionConfig {
         image_size: usize,
         num_classes: usize,
     ) -> Result<Self, ModelError> {
-        match name.to_ascii_lowercase().replace('_', "-").as_str() {
-            "simple-cnn" | "simplecnn" | "cnn" => Ok(Self::SimpleCnn(
+        Ok(match name.parse::<ModelName>()? {
+            ModelName::SimpleCnn => Self::SimpleCnn(
                 SimpleCnnConfig::new()
                     .with_in_channels(in_channels)
                     .with_image_size(image_size)
                     .with_num_classes(num_classes),
-            )),
-            "lenet5" | "lenet-5" | "lenet" => Ok(Self::Lenet5(
+            ),
+            ModelName::Lenet5 => Self::Lenet5(
                 LeNet5Config::new()
                     .with_in_channels(in_channels)
                     .with_image_size(image_size)
                     .with_num_classes(num_classes),
-            )),
-            _ => Err(ModelError::Unknown(name.to_string())),
-        }
+            ),
+        })
     }
 
     /// The configuration with the knobs that are set replaced.
@@ -226,29 +236,6 @@ mod tests {
 
     fn device() -> Device {
         test_device()
-    }
-
-    #[test]
-    fn simple_cnn_shapes_and_size() {
-        let cfg = VisionConfig::named("simple-cnn", 1, 28, 10).unwrap();
-        let net = cfg.init(&device()).unwrap();
-        // conv1 320 + conv2 18,496 + fc1 1,179,776 + fc2 1,290 (the Keras example's count).
-        assert_eq!(net.num_params(), 1_199_882);
-        let out = net.forward(Tensor::zeros([3, 1, 28, 28], &device()));
-        assert_eq!(out.dims(), [3, 10]);
-    }
-
-    #[test]
-    fn lenet5_shapes_and_size() {
-        let net = VisionConfig::named("lenet5", 1, 28, 10)
-            .unwrap()
-            .init(&device())
-            .unwrap();
-        assert_eq!(net.num_params(), 61_706);
-        assert_eq!(
-            net.forward(Tensor::zeros([2, 1, 28, 28], &device())).dims(),
-            [2, 10]
-        );
     }
 
     #[test]

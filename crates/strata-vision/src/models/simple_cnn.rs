@@ -150,3 +150,34 @@ impl SimpleCnn {
         x
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::test_device;
+
+    #[test]
+    fn shapes_and_parameter_count_are_the_keras_examples() {
+        let device = test_device();
+        let net = SimpleCnnConfig::new().init(&device).unwrap();
+        // conv1 320 + conv2 18,496 + fc1 1,179,776 + fc2 1,290 (the Keras example's count).
+        assert_eq!(net.num_params(), 1_199_882);
+        let mut shapes = Vec::new();
+        let out = net.forward_traced(Tensor::zeros([3, 1, 28, 28], &device), &mut |_, d, _| {
+            shapes.push(d.to_vec())
+        });
+        assert_eq!(out.dims(), [3, 10]);
+        assert_eq!(shapes[0], [3, 32, 26, 26]);
+        assert_eq!(shapes[1], [3, 64, 24, 24]);
+        assert_eq!(shapes[2], [3, 64, 12, 12]);
+    }
+
+    #[test]
+    fn a_kernel_larger_than_the_image_is_an_error() {
+        let err = SimpleCnnConfig::new()
+            .with_kernel_size(15)
+            .init(&test_device())
+            .unwrap_err();
+        assert!(err.to_string().contains("too small"), "{err}");
+    }
+}
