@@ -34,8 +34,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = choice::<PoolKind>(PoolKind::NAMES))]
     pool: Option<PoolKind>,
     /// Output channels of the two convolutions, e.g. 16,32 [default: the model's]
-    #[arg(long, value_delimiter = ',', num_args = 2)]
-    channels: Option<Vec<usize>>,
+    #[arg(long, value_name = "A,B", value_parser = parse_pair)]
+    channels: Option<[usize; 2]>,
     /// Print each layer's output shape and parameter count, and stop.
     #[arg(long)]
     summary: bool,
@@ -74,6 +74,17 @@ pub struct PredictArgs {
     report: FormatArgs,
 }
 
+/// Parses `A,B` (two positive integers).
+fn parse_pair(s: &str) -> Result<[usize; 2], String> {
+    let parsed: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("'{s}' is not two positive integers A,B (e.g. 16,32)"))?;
+    <[usize; 2]>::try_from(parsed)
+        .map_err(|_| format!("'{s}' is not two positive integers A,B (e.g. 16,32)"))
+}
+
 /// Trains a CNN and prints the test accuracy.
 pub fn train(args: TrainArgs) -> Result<()> {
     let (backend, device) = args.backend.device()?;
@@ -82,7 +93,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         stride: args.stride,
         padding: args.padding,
         pool: args.pool,
-        conv_channels: args.channels.as_deref().map(|c| [c[0], c[1]]),
+        conv_channels: args.channels,
     };
     if args.summary {
         let config =

@@ -280,3 +280,28 @@ fn bench_list_names_the_benchmarks() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cnn-train");
 }
+
+#[test]
+fn bad_knobs_and_paths_are_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let dir = dir.to_str().unwrap();
+    let out = strata(
+        &["train-vision", "--channels", "8", "--artifact-dir", dir],
+        &[],
+    );
+    assert_one_line_error(&out, "'8' is not two positive integers A,B");
+    let out = strata(
+        &["train-vision", "--kernel-size", "30", "--artifact-dir", dir],
+        &[],
+    );
+    assert_one_line_error(&out, "too small");
+    let out = strata(
+        &["train-vision", "--lr-scale", "conv1", "--artifact-dir", dir],
+        &[],
+    );
+    assert_one_line_error(&out, "'conv1' is not PATH=SCALE");
+    // A missing required argument is named on the same line.
+    let out = strata(&["predict-vision"], &[]);
+    assert_one_line_error(&out, "--image");
+}

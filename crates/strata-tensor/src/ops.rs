@@ -55,9 +55,7 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     fn device() -> Device {
-        crate::backend::BackendKind::compiled()[0]
-            .device(None)
-            .unwrap()
+        crate::first_compiled_device()
     }
 
     #[test]

@@ -36,14 +36,17 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), Weight
 }
 
 /// Saves `module`'s parameters to a `.safetensors` file in the layout of a PyTorch
-/// `state_dict` (`Linear` weights `[out, in]`, norm parameters `weight`/`bias`), which
+/// `state_dict` (`Linear` weights `[out, in]`, norm parameters `weight`/`bias`, no enum variant
+/// names in the keys: `conv1.weight`, not `SimpleCnn.conv1.weight`), which
 /// `model.load_state_dict(safetensors.torch.load_file(path))` takes for a PyTorch module with the
 /// same names. [`load_pytorch_safetensors`] reads it back.
 pub fn save_pytorch_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
     save_to(
         module,
         path,
-        SafetensorsStore::from_file(path).with_to_adapter(BurnToPyTorchAdapter),
+        SafetensorsStore::from_file(path)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .skip_enum_variants(true),
     )
 }
 
@@ -74,7 +77,9 @@ pub fn load_pytorch_safetensors<M: Module>(module: M, path: &Path) -> Result<M, 
     load_from(
         module,
         path,
-        SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter),
+        SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .skip_enum_variants(true),
     )
 }
 

@@ -330,7 +330,8 @@ pub fn resume_point(artifact_dir: &Path, budget: Budget) -> Result<ResumePoint, 
     Ok(ResumePoint { period, steps_done })
 }
 
-/// Paths of `module`'s float parameters (`fc1.weight`, `backbone.layer1.0.conv1.weight`, ...).
+/// Paths of `module`'s float parameters as PyTorch names them (`fc1.weight`,
+/// `backbone.layer1.0.conv1.weight`, ...: without burn's enum variant names).
 pub fn parameter_paths<M: Module>(module: &M) -> Vec<String> {
     #[derive(Default)]
     struct Paths {
@@ -338,11 +339,15 @@ pub fn parameter_paths<M: Module>(module: &M) -> Vec<String> {
         out: Vec<String>,
     }
     impl burn::module::ModuleVisitor for Paths {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.stack.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container: &str) {
+            if !container.starts_with("Enum:") {
+                self.stack.push(name.to_string());
+            }
         }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.stack.pop();
+        fn exit_module(&mut self, _name: &str, container: &str) {
+            if !container.starts_with("Enum:") {
+                self.stack.pop();
+            }
         }
         fn visit_float<const D: usize>(
             &mut self,

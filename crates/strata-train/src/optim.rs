@@ -263,17 +263,27 @@ pub struct LrGroup {
 }
 
 /// The parameters at or under module path `prefix` of the module trained by `fit` (whose
-/// parameters live under `root`, the wrapper's field name).
+/// parameters live under `root`, the wrapper's field name). Paths are PyTorch's: the variant
+/// names of enum modules (`SimpleCnn` in `VisionNet::SimpleCnn`), which burn puts in its paths,
+/// are skipped, so `conv1` names `SimpleCnn.conv1.weight` too.
 pub(crate) fn path_group(root: &str, prefix: &str) -> ParamGroup {
-    let mut pattern = String::from("^");
-    for part in [root, prefix].into_iter().filter(|p| !p.is_empty()) {
-        pattern += &escape(part);
-        pattern += r"\.";
-    }
-    let pattern = format!("{}(\\.|$)", pattern.trim_end_matches(r"\."));
+    // burn's enum variants are CamelCase, fields snake_case: any number of variant segments may
+    // come between two parts of the path.
+    const VARIANTS: &str = r"(?:[A-Z][A-Za-z0-9]*\.)*";
+    let parts: Vec<String> = [root, prefix]
+        .iter()
+        .flat_map(|p| p.split('.'))
+        .filter(|p| !p.is_empty())
+        .map(escape)
+        .collect();
+    let pattern = format!(
+        "^{VARIANTS}{}(\\.|$)",
+        parts.join(&format!("\\.{VARIANTS}"))
+    );
     ParamGroup::from_regex(&pattern).expect("escaped path is a valid regex")
 }
 
+/// `s` with every character but letters, digits and `_` escaped for a regex.
 fn escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
@@ -414,6 +424,11 @@ mod tests {
         assert!(g.matches(&id, Some("model.layer1")));
         assert!(!g.matches(&id, Some("model.layer10.weight")));
         assert!(!g.matches(&id, Some("layer1.weight")));
+        // Enum variants in burn's paths are skipped, as PyTorch's names have none.
+        let g = path_group("", "backbone.layer1");
+        assert!(g.matches(&id, Some("ResNet.backbone.layer1.0.conv1.weight")));
+        assert!(g.matches(&id, Some("backbone.Stage.layer1.weight")));
+        assert!(!g.matches(&id, Some("backbone.layer2.weight")));
     }
 
     #[test]

@@ -52,6 +52,25 @@ fn short_run_learns_resumes_and_predicts() {
     ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
+    // The weights are a PyTorch state_dict: PyTorch's names and layouts.
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut keys: Vec<&str> = st.names().into_iter().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "conv1.bias",
+            "conv1.weight",
+            "conv2.bias",
+            "conv2.weight",
+            "fc1.bias",
+            "fc1.weight",
+            "fc2.bias",
+            "fc2.weight"
+        ]
+    );
+    assert_eq!(st.tensor("fc1.weight").unwrap().shape(), [128, 9216]);
     let config = ArtifactConfig::load(&dir).unwrap();
     assert_eq!(config.model_type, "strata-simple-cnn");
     let m = Metrics::load(&dir).unwrap();

@@ -260,6 +260,29 @@ mod tests {
     }
 
     #[test]
+    fn parameter_paths_are_pytorchs_names() {
+        let net = VisionConfig::named("simple-cnn", 1, 28, 10)
+            .unwrap()
+            .init(&device())
+            .unwrap();
+        let mut paths = strata_train::fit::parameter_paths(&net);
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "conv1.bias",
+                "conv1.weight",
+                "conv2.bias",
+                "conv2.weight",
+                "fc1.bias",
+                "fc1.weight",
+                "fc2.bias",
+                "fc2.weight"
+            ]
+        );
+    }
+
+    #[test]
     fn impossible_configs_are_errors() {
         let err = SimpleCnnConfig::new()
             .with_image_size(4)
