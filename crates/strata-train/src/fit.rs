@@ -492,6 +492,16 @@ impl<I: Send + Sync + 'static> StepLoader<I> {
         }
     }
 
+    /// The same plan over another loader (on another device, or a part of this one).
+    fn over(&self, inner: Arc<dyn DataLoader<I>>) -> Arc<dyn DataLoader<I>> {
+        Arc::new(Self::new(
+            inner,
+            self.plan,
+            self.batch_size,
+            self.period.clone(),
+        ))
+    }
+
     /// The stream's receiving end, started on first use.
     fn next_batch(&self) -> Option<Result<I, DatasetError>> {
         let mut stream = self.stream.lock().expect("stream lock");
@@ -558,21 +568,11 @@ impl<I: Send + Sync + 'static> DataLoader<I> for StepLoader<I> {
     }
 
     fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<I>> {
-        Arc::new(Self::new(
-            self.inner.to_device(device),
-            self.plan,
-            self.batch_size,
-            self.period.clone(),
-        ))
+        self.over(self.inner.to_device(device))
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<I>> {
-        Arc::new(Self::new(
-            self.inner.slice(start, end),
-            self.plan,
-            self.batch_size,
-            self.period.clone(),
-        ))
+        self.over(self.inner.slice(start, end))
     }
 }
 

@@ -10,7 +10,7 @@
 //! | `SequenceOutput` | [`TaskKind::LanguageModel`] | `perplexity` (`exp(loss)`), `accuracy` (next-token) |
 //! | `RegressionOutput` | [`TaskKind::Regression`] | none |
 
-use burn::train::metric::{AccuracyMetric, Adaptor, ItemLazy, LossInput, Metric};
+use burn::train::metric::{AccuracyInput, AccuracyMetric, Adaptor, ItemLazy, LossInput, Metric};
 use burn::train::{
     ClassificationOutput, InferenceStep, LearnerModel, RegressionOutput, SequenceOutput,
     SupervisedTraining, TrainStep,
@@ -116,6 +116,17 @@ pub trait TaskOutput: ItemLazy + Adaptor<LossInput> + Send + 'static {
     fn stats(self) -> BatchStats;
 }
 
+/// Registers burn-train's accuracy metric on both splits.
+fn with_accuracy<M, O>(training: SupervisedTraining<M>) -> SupervisedTraining<M>
+where
+    M: LearnerModel + TrainStep<Output = O> + InferenceStep<Output = O>,
+    O: ItemLazy + Adaptor<AccuracyInput> + 'static,
+{
+    training
+        .metric_train_numeric(AccuracyMetric::new())
+        .metric_valid_numeric(AccuracyMetric::new())
+}
+
 fn correct(
     logits: burn::tensor::Tensor<2>,
     targets: burn::tensor::Tensor<1, burn::tensor::Int>,
@@ -131,9 +142,7 @@ impl TaskOutput for ClassificationOutput {
     where
         M: LearnerModel + TrainStep<Output = Self> + InferenceStep<Output = Self>,
     {
-        training
-            .metric_train_numeric(AccuracyMetric::new())
-            .metric_valid_numeric(AccuracyMetric::new())
+        with_accuracy(training)
     }
 
     fn stats(self) -> BatchStats {
@@ -153,9 +162,7 @@ impl TaskOutput for SequenceOutput {
     where
         M: LearnerModel + TrainStep<Output = Self> + InferenceStep<Output = Self>,
     {
-        training
-            .metric_train_numeric(AccuracyMetric::new())
-            .metric_valid_numeric(AccuracyMetric::new())
+        with_accuracy(training)
     }
 
     fn stats(self) -> BatchStats {
