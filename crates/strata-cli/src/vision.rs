@@ -122,7 +122,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     match args.output.report.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
         Format::Text => println!(
-            "test accuracy: {:.2}% (loss {:.4}) after {} {} ({} steps) in {:.0}s; artifacts in {}",
+            "test accuracy: {:.2}% (loss {:.4}) after {} {}s ({} steps) in {:.0}s; artifacts in {}",
             report.test_accuracy * 100.0,
             report.test_loss,
             report.epochs,

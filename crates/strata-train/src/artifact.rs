@@ -194,74 +194,69 @@ impl RunOptions {
     /// learning-rate groups, frozen parts and way of counting (epochs, or steps evaluated every
     /// K). The length of the run, the learning rate, the patience and the seed may change.
     pub fn check_resume(&self, before: &RunOptions, dir: &Path) -> Result<(), ArtifactError> {
-        let differ = |what: &str, b: String, n: String| {
-            Err(ArtifactError::Incompatible {
-                dir: dir.to_path_buf(),
-                what: what.to_string(),
-                before: b,
-                now: n,
-            })
-        };
-        if self.model_type != before.model_type {
-            return differ("model", before.model_type.clone(), self.model_type.clone());
+        fn json<T: Serialize>(v: T) -> serde_json::Value {
+            serde_json::to_value(v).unwrap_or_default()
         }
-        if let (Some(now), Some(b)) = (self.job.as_object(), before.job.as_object()) {
-            for (key, value) in now {
-                if let Some(old) = b.get(key)
-                    && old != value
-                {
-                    return differ(&format!("--{key}"), old.to_string(), value.to_string());
-                }
-            }
-        }
-        if self.fit.batch_size != before.fit.batch_size {
-            return differ(
-                "--batch-size",
-                before.fit.batch_size.to_string(),
-                self.fit.batch_size.to_string(),
-            );
-        }
-        let json = |v: serde_json::Result<serde_json::Value>| v.unwrap_or_default();
         let (now, then) = (&self.fit, &before.fit);
-        let settings = [
-            (
-                "--optimizer",
-                serde_json::to_value(now.optimizer.kind),
-                serde_json::to_value(then.optimizer.kind),
-            ),
-            (
-                "--schedule",
-                serde_json::to_value(now.schedule.kind),
-                serde_json::to_value(then.schedule.kind),
-            ),
-            (
-                "--warmup-steps",
-                serde_json::to_value(now.schedule.warmup_steps),
-                serde_json::to_value(then.schedule.warmup_steps),
-            ),
-            (
-                "learning-rate groups",
-                serde_json::to_value(&now.lr_groups),
-                serde_json::to_value(&then.lr_groups),
-            ),
-            (
-                "frozen parts",
-                serde_json::to_value(&now.frozen),
-                serde_json::to_value(&then.frozen),
-            ),
-            (
-                "counting",
-                serde_json::to_value(counting(now.budget)),
-                serde_json::to_value(counting(then.budget)),
-            ),
-        ];
-        for (what, n, b) in settings {
-            let (n, b) = (json(n), json(b));
-            if n != b {
-                return differ(what, b.to_string(), n.to_string());
-            }
+        // (setting, its value now, its value in the checkpointed run)
+        let mut settings = vec![(
+            "model".to_string(),
+            json(&self.model_type),
+            json(&before.model_type),
+        )];
+        // The family's options that both runs recorded.
+        if let (Some(n), Some(b)) = (self.job.as_object(), before.job.as_object()) {
+            settings.extend(n.iter().filter_map(|(key, value)| {
+                b.get(key)
+                    .map(|old| (format!("--{key}"), value.clone(), old.clone()))
+            }));
         }
-        Ok(())
+        settings.extend([
+            (
+                "--batch-size".into(),
+                json(now.batch_size),
+                json(then.batch_size),
+            ),
+            (
+                "--optimizer".into(),
+                json(now.optimizer.kind),
+                json(then.optimizer.kind),
+            ),
+            (
+                "--schedule".into(),
+                json(now.schedule.kind),
+                json(then.schedule.kind),
+            ),
+            (
+                "--warmup-steps".into(),
+                json(now.schedule.warmup_steps),
+                json(then.schedule.warmup_steps),
+            ),
+            (
+                "learning-rate groups".into(),
+                json(&now.lr_groups),
+                json(&then.lr_groups),
+            ),
+            ("frozen parts".into(), json(&now.frozen), json(&then.frozen)),
+            (
+                "counting".into(),
+                json(counting(now.budget)),
+                json(counting(then.budget)),
+            ),
+        ]);
+        let show = |v: serde_json::Value| match v {
+            serde_json::Value::String(s) => s,
+            v => v.to_string(),
+        };
+        match settings.into_iter().find(|(_, n, b)| n != b) {
+            Some((what, n, b)) => Err(ArtifactError::Incompatible {
+                dir: dir.to_path_buf(),
+                what,
+                before: show(b),
+                now: show(n),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -61,17 +61,6 @@ impl Budget {
         }
     }
 
-    /// Periods in the run.
-    pub fn periods(self) -> usize {
-        match self {
-            Self::Epochs(n) => n,
-            Self::Steps {
-                max_steps,
-                eval_every,
-            } => max_steps.div_ceil(eval_every.max(1)),
-        }
-    }
-
     /// Optimizer steps in the run.
     pub fn total_steps(self, batches_per_pass: usize) -> usize {
         match self {
@@ -80,7 +69,8 @@ impl Budget {
         }
     }
 
-    fn unit(self) -> &'static str {
+    /// What a period is called: `epoch`, or `period` (of `eval_every` steps).
+    pub fn unit(self) -> &'static str {
         match self {
             Self::Epochs(_) => "epoch",
             Self::Steps { .. } => "period",

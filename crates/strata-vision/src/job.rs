@@ -133,7 +133,7 @@ pub struct TrainVisionReport {
     pub epochs: usize,
     /// Optimizer steps done.
     pub steps: usize,
-    /// What `epochs` counts: `epochs`, or `periods` of `--eval-every` steps.
+    /// What `epochs` counts: `epoch`, or `period` of `--eval-every` steps.
     pub unit: &'static str,
     /// Trainable parameters.
     pub parameters: usize,
@@ -314,10 +314,7 @@ pub fn train_vision(
         test_loss: score.loss,
         epochs: metrics.history.last().map_or(0, |r| r.epoch),
         steps: metrics.history.last().map_or(0, |r| r.step),
-        unit: match fit_config.budget {
-            strata_train::Budget::Epochs(_) => "epochs",
-            strata_train::Budget::Steps { .. } => "periods",
-        },
+        unit: fit_config.budget.unit(),
         parameters,
         wall_seconds: started.elapsed().as_secs_f64(),
         artifact_dir: dir.clone(),
