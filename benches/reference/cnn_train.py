@@ -3,9 +3,10 @@
 The same simple CNN as strata-vision (conv 3x3 x32 -> ReLU -> conv 3x3 x64 -> ReLU -> max-pool 2
 -> dropout 0.25 -> fc 128 -> ReLU -> dropout 0.5 -> fc 10), batch 64 of normalised MNIST
 images, cross-entropy, Adam(lr=1e-3); batches are built from the uint8 images inside the timed
-loop, as Strata does. Runs on the CPU with as many threads as the machine has cores.
+loop and copied to the device, as Strata does. Runs on the CPU with as many threads as the
+machine has cores, or on a GPU with --device cuda.
 
-    ~/.cache/strata/venv/bin/python benches/reference/cnn_train.py [--steps 50] [--warmup 10]
+    ~/.cache/strata/venv/bin/python benches/reference/cnn_train.py [--steps 50] [--warmup 10] [--device cuda]
 
 The last stdout line is {"bench": "cnn-train", "backend": "pytorch", "value": img/s, ...}.
 """
@@ -68,6 +69,7 @@ def main():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     # Options meant for `strata bench` only (--backend, --device-index, ...) are ignored.
     args, _ = p.parse_known_args()
 
@@ -76,7 +78,8 @@ def main():
     d = find_mnist(args.data_dir)
     images = read_idx(os.path.join(d, "train-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"))
-    model = SimpleCnn().train()
+    device = torch.device(args.device)
+    model = SimpleCnn().to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     bs = args.batch_size
@@ -86,7 +89,8 @@ def main():
         s = (i % n_batches) * bs
         x = torch.from_numpy(images[s : s + bs].astype(np.float32)).unsqueeze(1)
         x = (x / 255.0 - 0.1307) / 0.3081
-        y = torch.from_numpy(labels[s : s + bs].astype(np.int64))
+        x = x.to(device)
+        y = torch.from_numpy(labels[s : s + bs].astype(np.int64)).to(device)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -105,6 +109,7 @@ def main():
         "backend": "pytorch",
         "value": round(args.steps * bs / secs, 1),
         "unit": "img/s",
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }))

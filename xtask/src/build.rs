@@ -12,11 +12,28 @@ use anyhow::{Result, bail};
 
 use crate::flags::Backend;
 use crate::workspace::{self, Member, cargo, root, target_dir};
-use crate::{libtorch, status};
+use crate::{cuda, libtorch, status};
+
+/// `STRATA_FUSION=1` builds `strata` with Burn's fusion and autotuning for cuda/wgpu.
+pub const FUSION_ENV: &str = "STRATA_FUSION";
+
+/// Picks the CUDA version cudarc binds (`13000` is 13.0), whose NVRTC (`libnvrtc.so.13`) it
+/// loads at run time.
+pub const CUDA_VERSION_ENV: &str = "CUDARC_CUDA_VERSION";
+/// CUDA 13.0, what PyTorch's wheels ship today (driver 580 or newer); set
+/// `CUDARC_CUDA_VERSION=12080` for a CUDA 12.8 set-up.
+const DEFAULT_CUDA_VERSION: &str = "13000";
 
 /// Builds `strata` (crate strata-cli, `dev` profile) with `backend` compiled in and returns the
 /// binary's path.
 pub fn strata(backend: Backend) -> Result<PathBuf> {
+    strata_with(&[backend])
+}
+
+/// Builds `strata` with every backend of `backends` compiled in (the first names the build in
+/// messages) and returns the binary's path.
+pub fn strata_with(backends: &[Backend]) -> Result<PathBuf> {
+    let backend = backends[0];
     let mut cmd = cargo();
     cmd.args([
         "build",
@@ -25,15 +42,21 @@ pub fn strata(backend: Backend) -> Result<PathBuf> {
         "strata-cli",
         "--no-default-features",
     ]);
-    cmd.args(["--features", &format!("strata-cli/{backend}")]);
-    env(&mut cmd, backend)?;
+    let mut features: Vec<String> = backends.iter().map(|b| format!("strata-cli/{b}")).collect();
+    if env::var_os(FUSION_ENV).is_some_and(|v| v == "1") {
+        features.push("strata-cli/fusion".into());
+    }
+    cmd.args(["--features", &features.join(",")]);
+    for b in backends {
+        env(&mut cmd, *b)?;
+    }
     let stamp = Stamp::announce("strata", backend);
     let built = status(cmd)?;
     stamp.touch();
     if !built {
         let hint = match backend {
             Backend::Cuda => {
-                "; its first build downloads a prebuilt LLVM from GitHub (cubecl-cuda's tracel-llvm-bundler), so it needs network access once"
+                "; `cargo xtask setup-cuda` installs the LLVM it is built with (from PyPI)"
             }
             Backend::Tch => "; check that `cargo xtask setup-libtorch` succeeded",
             _ => "",
@@ -77,9 +100,13 @@ pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
             prepend_path(cmd, "PATH", &torch.venv.join("bin"));
             prepend_path(cmd, "LD_LIBRARY_PATH", &torch.lib);
         }
-        // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build.
-        Backend::Cuda if env::var_os("CUDARC_CUDA_VERSION").is_none() => {
-            cmd.env("CUDARC_CUDA_VERSION", "12080");
+        // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build;
+        // CubeCL is built with an LLVM from PyPI.
+        Backend::Cuda => {
+            cuda::ensure_llvm()?;
+            if env::var_os(CUDA_VERSION_ENV).is_none() {
+                cmd.env(CUDA_VERSION_ENV, DEFAULT_CUDA_VERSION);
+            }
         }
         _ => {}
     }

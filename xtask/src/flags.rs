@@ -47,6 +47,10 @@ pub enum Task {
     Bench(Bench),
     /// Install PyTorch into ~/.cache/strata/venv (for --backend tch and the baselines).
     SetupLibtorch,
+    /// Install the LLVM the cuda backend is built with (PyPI, into ~/.cache/strata).
+    SetupCuda,
+    /// Build and pack what a GPU machine without Rust needs to test and benchmark there.
+    GpuCheck(GpuCheck),
     /// A `strata` job: its name, then its arguments, unparsed.
     #[command(external_subcommand)]
     Job(Vec<String>),
@@ -78,6 +82,17 @@ pub struct Bench {
     /// Other options, passed to `strata bench` and to the baseline script (e.g. --steps 100).
     #[arg(allow_hyphen_values = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// `cargo xtask gpu-check [--out DIR] [--no-tch]`.
+#[derive(Args, Debug)]
+pub struct GpuCheck {
+    /// Folder (relative to the checkout's root) for the binaries and run.sh.
+    #[arg(long, default_value = "gpu-check")]
+    pub out: std::path::PathBuf,
+    /// Leave out the LibTorch (tch) binary.
+    #[arg(long)]
+    pub no_tch: bool,
 }
 
 /// `--backend B`, shared by the tasks that build with a backend.

@@ -12,6 +12,8 @@ use crate::status;
 
 /// The PyTorch version `tch 0.22` (burn-tch 0.22) is built against.
 pub const TORCH_VERSION: &str = "2.9.0";
+/// The torchvision release made for it (fixtures and baselines of the vision models).
+const TORCHVISION_VERSION: &str = "0.24.0";
 
 /// A venv with PyTorch in it.
 #[derive(Debug)]
@@ -39,7 +41,7 @@ pub fn setup() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, numpy and safetensors, installed the
+/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, torchvision, numpy, safetensors and pillow, installed the
 /// first time it is asked for (checked once per run).
 pub fn torch() -> Result<&'static Torch> {
     static TORCH: OnceLock<Torch> = OnceLock::new();
@@ -52,7 +54,7 @@ pub fn torch() -> Result<&'static Torch> {
 }
 
 /// `$STRATA_CACHE_DIR`, or `~/.cache/strata`.
-fn strata_cache() -> PathBuf {
+pub fn strata_cache() -> PathBuf {
     env::var_os("STRATA_CACHE_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -62,13 +64,14 @@ fn strata_cache() -> PathBuf {
         })
 }
 
-/// Creates the venv with `torch==2.9.0`, numpy and safetensors unless they are there.
+/// Creates the venv with `torch==2.9.0`, torchvision, numpy, safetensors and pillow unless they
+/// are there.
 fn ensure_torch_venv() -> Result<PathBuf> {
     let venv = strata_cache().join("venv");
     let python = venv.join("bin/python");
     let has_torch = |python: &Path| {
         let check = format!(
-            "import torch, numpy, safetensors, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') else 1)"
+            "import torch, torchvision, numpy, safetensors, PIL, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') else 1)"
         );
         Command::new(python)
             .args(["-c", &check])
@@ -93,7 +96,8 @@ fn ensure_torch_venv() -> Result<PathBuf> {
     }
     let mut pip = Command::new(venv.join("bin/pip"));
     pip.args(["install", "--quiet", &format!("torch=={TORCH_VERSION}")]);
-    pip.args(["numpy", "safetensors"]);
+    pip.arg(format!("torchvision=={TORCHVISION_VERSION}"));
+    pip.args(["numpy", "safetensors", "pillow==13.0.0"]);
     if !status(pip)? || !has_torch(&python) {
         bail!("pip install torch=={TORCH_VERSION} failed: check that PyPI is reachable");
     }

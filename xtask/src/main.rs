@@ -1,7 +1,8 @@
 //! Strata's task runner (`cargo xtask ...`, see `.cargo/config.toml`), in the style of
 //! matklad's cargo-xtask.
 //!
-//! xtask has a few tasks of its own (`test`, `bench`, `setup-libtorch`; see [`flags`]). Every
+//! xtask has a few tasks of its own (`test`, `bench`, `setup-libtorch`, `setup-cuda`,
+//! `gpu-check`; see [`flags`]). Every
 //! other task is a job of the `strata` binary: xtask takes `--backend B` out of its arguments
 //! (default `STRATA_BACKEND`, then `flex`), builds `strata` with that backend's cargo feature
 //! and runs `strata <job> --backend B <the other arguments>`. It knows no job names, so a new
@@ -13,7 +14,10 @@
 
 mod bench;
 mod build;
+mod cuda;
+mod fixtures;
 mod flags;
+mod gpu_check;
 mod libtorch;
 mod test;
 #[cfg(test)]
@@ -30,8 +34,10 @@ fn main() -> ExitCode {
     let flags = Xtask::from_env();
     let result = match flags.task {
         Task::Test(test) => test.run(),
+        Task::GpuCheck(check) => check.run(),
         Task::Bench(bench) => bench.run(),
         Task::SetupLibtorch => libtorch::setup(),
+        Task::SetupCuda => cuda::setup(),
         Task::Job(args) => job(args),
     };
     result.unwrap_or_else(|e| {

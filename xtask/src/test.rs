@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the workspace tests with a backend compiled in, then xtask's own.
+//! `cargo xtask test`: the workspace tests with a backend compiled in (after making the
+//! generated fixtures), then xtask's own.
 
 use std::process::ExitCode;
 
@@ -6,8 +7,8 @@ use anyhow::Result;
 
 use crate::build::{self, Stamp};
 use crate::flags::Test;
-use crate::status;
 use crate::workspace::cargo;
+use crate::{fixtures, status};
 
 impl Test {
     /// Runs `cargo test` on every crate but xtask with the backend's features (and the extra
@@ -24,6 +25,7 @@ impl Test {
         ]);
         cmd.args(&self.cargo_args);
         build::env(&mut cmd, backend)?;
+        cmd.env(fixtures::FIXTURES_ENV, fixtures::ensure()?);
         let stamp = Stamp::announce("tests", backend);
         let passed = status(cmd)?;
         stamp.touch();

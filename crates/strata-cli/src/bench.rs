@@ -4,16 +4,29 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use strata_vision::bench::cnn_train_throughput;
+use strata_vision::bench::{Throughput, cnn_train_throughput, resnet18_throughput};
 use strata_vision::mnist::{MnistKind, MnistSplits};
 
 use crate::args::{BackendArgs, DataArgs, Format, FormatArgs};
 
-/// Every benchmark, with what it measures.
-const BENCHES: &[(&str, &str)] = &[(
-    "cnn-train",
-    "training images/s of the simple CNN on MNIST (Adam, full step)",
-)];
+/// Every benchmark: name, what it measures, default batch size, warm-up and timed steps.
+const BENCHES: &[(&str, &str, [usize; 3])] = &[
+    (
+        "cnn-train",
+        "training images/s of the simple CNN on MNIST (Adam, full step)",
+        [64, 10, 50],
+    ),
+    (
+        "resnet18-infer",
+        "inference images/s of ResNet-18 at 224x224 (eval mode)",
+        [8, 3, 10],
+    ),
+    (
+        "resnet18-train",
+        "training images/s of ResNet-18 at 224x224 (SGD momentum, full step)",
+        [8, 3, 10],
+    ),
+];
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -25,15 +38,15 @@ pub struct BenchArgs {
     list: bool,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Items per batch.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// Untimed steps first.
-    #[arg(long, default_value_t = 10)]
-    warmup: usize,
-    /// Timed steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Items per batch [default: 64 for cnn-train, 8 for the ResNets]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Untimed steps first [default: 10 for cnn-train, 3 for the ResNets]
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Timed steps [default: 50 for cnn-train, 10 for the ResNets]
+    #[arg(long)]
+    steps: Option<usize>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -42,48 +55,50 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.list {
-        for (name, _) in BENCHES {
+        for (name, _, _) in BENCHES {
             println!("{name}");
         }
         return Ok(());
     }
     let name = args.name.unwrap_or_default();
-    if !BENCHES.iter().any(|(n, _)| *n == name) {
-        let names: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
+    let Some((name, what, [batch, warmup, steps])) =
+        BENCHES.iter().copied().find(|(n, _, _)| *n == name)
+    else {
+        let names: Vec<&str> = BENCHES.iter().map(|(n, _, _)| *n).collect();
         bail!("unknown benchmark '{name}': choose {}", names.join(", "));
-    }
-    if args.batch_size == 0 || args.steps == 0 {
+    };
+    let batch_size = args.batch_size.unwrap_or(batch);
+    let warmup = args.warmup.unwrap_or(warmup);
+    let steps = args.steps.unwrap_or(steps);
+    if batch_size == 0 || steps == 0 {
         bail!("--batch-size and --steps must be at least 1");
     }
     let (backend, device) = args.backend.device()?;
-    let splits = MnistSplits::load(MnistKind::Mnist, args.data.data_dir.as_deref(), 0)
-        .context("cnn-train trains on MNIST")?;
     eprintln!(
-        "cnn-train: simple CNN, batch {}, Adam, {} warm-up + {} timed steps, backend {backend}, {} threads",
-        args.batch_size,
-        args.warmup,
-        args.steps,
+        "{name}: {what}; batch {batch_size}, {warmup} warm-up + {steps} timed steps, backend {backend}, {} threads",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let t = cnn_train_throughput(
-        &splits.train,
-        &device,
-        args.batch_size,
-        args.warmup,
-        args.steps,
-    );
+    let t: Throughput = match name {
+        "cnn-train" => {
+            let splits = MnistSplits::load(MnistKind::Mnist, args.data.data_dir.as_deref(), 0)
+                .context("cnn-train trains on MNIST")?;
+            cnn_train_throughput(&splits.train, &device, batch_size, warmup, steps)
+        }
+        "resnet18-infer" => resnet18_throughput(&device, batch_size, warmup, steps, false),
+        _ => resnet18_throughput(&device, batch_size, warmup, steps, true),
+    };
     let json = serde_json::json!({
-        "bench": "cnn-train",
+        "bench": name,
         "backend": backend.name(),
         "value": (t.images_per_s * 10.0).round() / 10.0,
         "unit": "img/s",
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "steps": t.steps,
         "seconds": t.seconds,
     });
     match args.report.format {
         Format::Json => println!("{json}"),
-        Format::Text => println!("cnn-train [{backend}]: {:.1} img/s", t.images_per_s),
+        Format::Text => println!("{name} [{backend}]: {:.1} img/s", t.images_per_s),
     }
     Ok(())
 }

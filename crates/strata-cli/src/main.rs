@@ -6,6 +6,7 @@
 
 mod args;
 mod bench;
+mod selftest;
 mod vision;
 
 /// mimalloc keeps freed tensor buffers for reuse instead of returning them to the OS, which
@@ -42,6 +43,8 @@ enum Command {
     PredictVision(vision::PredictArgs),
     /// Measure a benchmark (`strata bench --list` names them).
     Bench(bench::BenchArgs),
+    /// Check a backend against flex: the same forward and backward pass, gap by gap.
+    Selftest(selftest::SelftestArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,5 +94,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainVision(args) => vision::train(*args),
         Command::PredictVision(args) => vision::predict(args),
         Command::Bench(args) => bench::run(args),
+        Command::Selftest(args) => selftest::run(args),
     }
 }

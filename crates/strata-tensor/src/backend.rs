@@ -44,6 +44,11 @@ pub enum BackendError {
         /// The backends that are compiled in.
         compiled: String,
     },
+    /// A CUDA device was asked for on a machine without an NVIDIA driver.
+    #[error(
+        "backend '{0}' on a GPU needs an NVIDIA GPU and its driver, and this machine has none (no /proc/driver/nvidia/version); use --backend flex"
+    )]
+    NoGpu(&'static str),
 }
 
 impl BackendKind {
@@ -115,6 +120,10 @@ impl BackendKind {
             });
         }
         let _ = index;
+        let on_gpu = self == Self::Cuda || (self == Self::Tch && index.is_some());
+        if on_gpu && !nvidia_driver_present() {
+            return Err(BackendError::NoGpu(self.name()));
+        }
         Ok(match self {
             #[cfg(feature = "flex")]
             Self::Flex => Device::flex(),
@@ -143,6 +152,17 @@ impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Whether the NVIDIA kernel driver is loaded (Linux), checked before a CUDA device is made so
+/// that a machine without one gets a clear error instead of a failure deep in a kernel launch.
+/// `STRATA_ASSUME_GPU=1` skips the check (containers that hide `/proc/driver`).
+fn nvidia_driver_present() -> bool {
+    if !cfg!(target_os = "linux") || std::env::var_os("STRATA_ASSUME_GPU").is_some() {
+        return true;
+    }
+    std::path::Path::new("/proc/driver/nvidia/version").exists()
+        || std::path::Path::new("/dev/nvidiactl").exists()
 }
 
 /// Resolves `--backend` (or `STRATA_BACKEND`, or the default) and `--device-index` to a device.
@@ -202,6 +222,19 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn cuda_without_a_driver_is_a_clear_error() {
+        if nvidia_driver_present() {
+            return; // a GPU machine: nothing to refuse
+        }
+        for (kind, index) in [(BackendKind::Cuda, None), (BackendKind::Tch, Some(0))] {
+            if kind.is_compiled() {
+                let err = kind.device(index).unwrap_err().to_string();
+                assert!(err.contains("needs an NVIDIA GPU"), "{err}");
+            }
+        }
     }
 
     #[test]

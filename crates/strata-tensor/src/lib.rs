@@ -4,6 +4,7 @@
 //!   `cuda`, `wgpu`) and picking one at run time by name;
 //! - [`seed`]: one call that makes a run reproducible on a backend;
 //! - [`ops`]: accuracy, arg-max and top-k;
+//! - [`parity`]: how far the same computation on two backends is apart;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
 //! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`).
 //!
@@ -15,6 +16,7 @@ pub use burn;
 pub mod backend;
 pub mod names;
 pub mod ops;
+pub mod parity;
 pub mod weights;
 
 pub use backend::{BackendError, BackendKind, first_compiled_device, select_device};

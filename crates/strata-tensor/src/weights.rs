@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
+};
 
 /// Errors while saving or loading weights.
 #[derive(Debug, thiserror::Error)]
@@ -105,4 +108,100 @@ fn load_from<M: Module>(
         return Err(err(format!("{:?}", result.errors)));
     }
     Ok(module)
+}
+
+/// PyTorch buffers that have no counterpart in a Burn module and are skipped when loading
+/// (BatchNorm's step counter).
+const IGNORED_PYTORCH_KEYS: [&str; 1] = ["num_batches_tracked"];
+
+/// Loads a PyTorch `state_dict` into `module`, from a `.pth`/`.pt` file (`torch.save`, read by
+/// burn-store without Python) or a `.safetensors` file, told apart by their first bytes. The
+/// module's field paths must be PyTorch's names (enum variants are skipped). Strict like
+/// `load_state_dict(strict=True)`: a key the module lacks, a parameter the file lacks, or a shape
+/// that differs is an error naming the first such key (BatchNorm's `num_batches_tracked` is
+/// skipped).
+pub fn load_pytorch_weights<M: Module>(mut module: M, path: &Path) -> Result<M, WeightsError> {
+    let err = |why: String| WeightsError::Load {
+        path: path.display().to_string(),
+        why,
+    };
+    let head = read_head(path).map_err(|e| err(e.to_string()))?;
+    // safetensors: an 8-byte little-endian header length, then the JSON header.
+    let result =
+        if head[8] == b'{' && u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8])) > 1 {
+            let mut store = SafetensorsStore::from_file(path)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .skip_enum_variants(true)
+                .validate(false)
+                .allow_partial(true);
+            module
+                .load_from(&mut store)
+                .map_err(|e| err(one_line(&e.to_string())))?
+        } else if head.starts_with(b"PK") || head[0] == 0x80 {
+            // torch.save's zip archive, or a legacy pickle.
+            let mut store = PytorchStore::from_file(path)
+                .skip_enum_variants(true)
+                .validate(false)
+                .allow_partial(true);
+            module
+                .load_from(&mut store)
+                .map_err(|e| err(one_line(&e.to_string())))?
+        } else {
+            return Err(err(
+                "neither a PyTorch .pth file nor a .safetensors file (empty or truncated?)".into(),
+            ));
+        };
+    check_complete(&result).map_err(err)?;
+    Ok(module)
+}
+
+/// The first 9 bytes of `path` (zeros where the file is shorter).
+fn read_head(path: &Path) -> std::io::Result<[u8; 9]> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(9);
+    std::fs::File::open(path)?.take(9).read_to_end(&mut bytes)?;
+    let mut head = [0u8; 9];
+    head[..bytes.len()].copy_from_slice(&bytes);
+    Ok(head)
+}
+
+/// Refuses a load that left parameters unset, met a shape it could not take, or had keys the
+/// module does not have.
+fn check_complete(result: &ApplyResult) -> Result<(), String> {
+    let more = |n: usize| {
+        if n > 1 {
+            format!(" (and {} more)", n - 1)
+        } else {
+            String::new()
+        }
+    };
+    if let Some(e) = result.errors.first() {
+        return Err(format!(
+            "{e}{}: weights of another architecture or size?",
+            more(result.errors.len())
+        ));
+    }
+    if let Some((key, _)) = result.missing.first() {
+        return Err(format!(
+            "the file has no tensor for '{key}'{}: weights of another architecture?",
+            more(result.missing.len())
+        ));
+    }
+    let unused: Vec<&String> = result
+        .unused
+        .iter()
+        .filter(|k| !IGNORED_PYTORCH_KEYS.iter().any(|i| k.ends_with(i)))
+        .collect();
+    if let Some(key) = unused.first() {
+        return Err(format!(
+            "the model has no parameter '{key}'{}: weights of another architecture?",
+            more(unused.len())
+        ));
+    }
+    Ok(())
+}
+
+/// The first line of a message, for errors that must fit on one line.
+fn one_line(msg: &str) -> String {
+    msg.lines().next().unwrap_or_default().to_string()
 }

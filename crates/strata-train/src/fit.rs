@@ -323,12 +323,36 @@ pub fn resume_point(artifact_dir: &Path, budget: Budget) -> Result<ResumePoint, 
 /// Paths of `module`'s float parameters as PyTorch names them (`fc1.weight`,
 /// `backbone.layer1.0.conv1.weight`, ...: without burn's enum variant names).
 pub fn parameter_paths<M: Module>(module: &M) -> Vec<String> {
-    #[derive(Default)]
-    struct Paths {
+    let mut paths = Vec::new();
+    visit_parameters(module, |path, _| paths.push(path));
+    paths
+}
+
+/// The gradient of each float parameter of `module` in `grads`, by PyTorch path, in the order
+/// of [`parameter_paths`] (parameters without a gradient are left out).
+pub fn parameter_grads<M: Module>(
+    module: &M,
+    grads: &burn::tensor::Gradients,
+) -> Vec<(String, burn::tensor::TensorData)> {
+    let mut out = Vec::new();
+    visit_parameters(module, |path, grad| {
+        if let Some(g) = grad(grads) {
+            out.push((path, g));
+        }
+    });
+    out
+}
+
+/// A parameter's gradient in a set of gradients, as data.
+type GradOf<'a> = &'a dyn Fn(&burn::tensor::Gradients) -> Option<burn::tensor::TensorData>;
+
+/// Calls `f(path, grad_of)` for every float parameter of `module`, with its PyTorch path.
+fn visit_parameters<M: Module>(module: &M, f: impl FnMut(String, GradOf<'_>)) {
+    struct Paths<F> {
         stack: Vec<String>,
-        out: Vec<String>,
+        f: F,
     }
-    impl burn::module::ModuleVisitor for Paths {
+    impl<F: FnMut(String, GradOf<'_>)> burn::module::ModuleVisitor for Paths<F> {
         fn enter_module(&mut self, name: &str, container: &str) {
             if !container.starts_with("Enum:") {
                 self.stack.push(name.to_string());
@@ -341,14 +365,17 @@ pub fn parameter_paths<M: Module>(module: &M) -> Vec<String> {
         }
         fn visit_float<const D: usize>(
             &mut self,
-            _param: &burn::module::Param<burn::tensor::Tensor<D>>,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
         ) {
-            self.out.push(self.stack.join("."));
+            let grad =
+                |grads: &burn::tensor::Gradients| param.val().grad(grads).map(|g| g.into_data());
+            (self.f)(self.stack.join("."), &grad);
         }
     }
-    let mut paths = Paths::default();
-    module.visit(&mut paths);
-    paths.out
+    module.visit(&mut Paths {
+        stack: Vec::new(),
+        f,
+    });
 }
 
 /// Checks that every frozen path and learning-rate group names parameters of `module`.

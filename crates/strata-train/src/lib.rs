@@ -6,18 +6,20 @@
 //! parts; runs measured in epochs or steps; a progress bar with throughput and ETA
 //! ([`progress`]); `metrics.json` and `curves.png` after every period ([`metrics`], [`plot`]);
 //! a checkpoint per period and `--resume`; early stopping; and the artifact-dir rules every
-//! family shares ([`artifact`]). [`eval`] scores a model on a held-out set.
+//! family shares ([`artifact`]). [`eval`] scores a model on a held-out set, and [`parity`]
+//! compares a forward and backward pass on two backends.
 
 pub mod artifact;
 pub mod eval;
 pub mod fit;
 pub mod metrics;
 pub mod optim;
+pub mod parity;
 pub mod plot;
 pub mod progress;
 pub mod task;
 
-pub use fit::{Budget, FitConfig, FitError, Fitted, fit};
+pub use fit::{Budget, FitConfig, FitError, Fitted, fit, parameter_grads, parameter_paths};
 pub use metrics::{Metrics, Record};
 pub use optim::{LrGroup, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
 pub use task::{TaskKind, TaskOutput};

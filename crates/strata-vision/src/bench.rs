@@ -1,4 +1,5 @@
-//! Throughput of training the simple CNN: the figure `cargo xtask bench cnn-train` reports.
+//! Throughput of training the simple CNN (`cargo xtask bench cnn-train`) and of ResNet-18
+//! inference and training (`resnet18-infer`, `resnet18-train`).
 //!
 //! It runs the same code path as `train-vision` — the model's `TrainStep` (forward, cross-entropy,
 //! backward) followed by an Adam step, on normalised MNIST batches — without burn-train's
@@ -12,7 +13,7 @@ use burn::train::TrainStep;
 
 use crate::data::{ImageBatcher, ImageItem};
 use crate::mnist::{ImageSet, MnistKind};
-use crate::models::VisionConfig;
+use crate::models::{ResNetConfig, VisionConfig};
 
 /// Result of a training-throughput measurement.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,4 +74,65 @@ pub fn cnn_train_throughput(
         steps,
         seconds,
     }
+}
+
+/// Times ResNet-18 (1000 classes) on batches of `batch_size` fixed 224×224 images after `warmup`
+/// untimed steps, on `device`: inference (eval mode, no autodiff) when `train` is false, else
+/// full training steps (forward, cross-entropy, backward, SGD with momentum 0.9 and weight
+/// decay 1e-4, as torchvision's recipe).
+pub fn resnet18_throughput(
+    device: &Device,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    train: bool,
+) -> Throughput {
+    let data = strata_tensor::parity::fixed_data([batch_size, 3, 224, 224]);
+    let labels: Vec<i64> = (0..batch_size as i64).map(|i| i * 37 % 1000).collect();
+    let time = |mut step: Box<dyn FnMut() -> Tensor<1> + '_>| {
+        for _ in 0..warmup {
+            let _ = step().into_scalar::<f32>();
+        }
+        let started = Instant::now();
+        let mut last = None;
+        for _ in 0..steps {
+            last = Some(step());
+        }
+        if let Some(out) = last {
+            let _ = out.into_scalar::<f32>(); // wait for the device
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Throughput {
+            images_per_s: (steps * batch_size) as f64 / seconds,
+            steps,
+            seconds,
+        }
+    };
+    strata_tensor::seed(device, 0);
+    if !train {
+        let model = ResNetConfig::resnet18()
+            .init(device)
+            .expect("ResNet-18 is valid");
+        return time(Box::new(move || {
+            let x = Tensor::<4>::from_data(data.clone(), device);
+            model.forward(x).sum()
+        }));
+    }
+    let device = device.clone().autodiff();
+    let mut model = ResNetConfig::resnet18()
+        .init(&device)
+        .expect("ResNet-18 is valid");
+    let mut sgd = strata_train::OptimizerConfig::new(strata_train::OptimizerKind::Sgd, 0.01);
+    sgd.momentum = 0.9;
+    sgd.weight_decay = Some(1e-4);
+    let mut optim = sgd.init();
+    let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+    time(Box::new(move || {
+        let x = Tensor::<4>::from_data(data.clone(), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model.clone(), grads);
+        loss
+    }))
 }

@@ -21,12 +21,13 @@ use strata_train::eval::evaluate;
 use strata_train::{FitConfig, Metrics, fit};
 
 use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization};
+use crate::digit::{self, DigitError};
 use crate::mnist::{DatasetError, MnistKind, MnistSplits};
 use crate::models::{ModelError, VisionConfig, VisionNet};
 use crate::viz::{feature_maps_image, filters_image, save_png};
 
 /// The `model_type`s a vision artifact dir may hold.
-pub const MODEL_TYPES: &[&str] = &["strata-simple-cnn", "strata-lenet5"];
+pub const MODEL_TYPES: &[&str] = &["strata-simple-cnn", "strata-lenet5", "strata-resnet"];
 
 /// Any failure of a vision job; every variant reads as one line saying what to do.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,9 @@ pub enum JobError {
     /// Dataset missing or corrupt.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// An image folder unusable.
+    #[error(transparent)]
+    Folder(#[from] crate::folder::FolderError),
     /// Model misconfigured.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -65,7 +69,7 @@ pub struct ArtifactConfig {
     /// Architecture and its settings.
     pub model: VisionConfig,
     /// Dataset the model was trained on.
-    pub dataset: MnistKind,
+    pub dataset: TrainedOn,
     /// Class names, index = class.
     pub labels: Vec<String>,
     /// Mean and std used to normalise pixels scaled to [0, 1].
@@ -76,6 +80,27 @@ pub struct ArtifactConfig {
     /// (burn's, with `Linear` weights transposed; dirs written before the PyTorch layout).
     #[serde(default = "burn_layout")]
     pub weights_layout: String,
+}
+
+/// The dataset a model was trained on, as `config.json` names it: `"mnist"`,
+/// `"fashion-mnist"`, or an image folder's name (`"image-folder:hymenoptera"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TrainedOn {
+    /// MNIST or Fashion-MNIST: 28×28 grey images.
+    Mnist(MnistKind),
+    /// Anything else: the dataset's name.
+    Other(String),
+}
+
+impl TrainedOn {
+    /// The MNIST-style dataset, if it was one.
+    pub fn mnist_kind(&self) -> Option<MnistKind> {
+        match self {
+            Self::Mnist(kind) => Some(*kind),
+            Self::Other(_) => None,
+        }
+    }
 }
 
 fn burn_layout() -> String {
@@ -219,7 +244,7 @@ pub fn train_vision(
     let artifact = ArtifactConfig {
         model_type: model_config.model_type().to_string(),
         model: model_config.clone(),
-        dataset: kind,
+        dataset: TrainedOn::Mnist(kind),
         labels: labels.iter().map(|s| s.to_string()).collect(),
         normalization: norm.clone(),
         weights: WEIGHTS_FILE.to_string(),
@@ -360,8 +385,9 @@ impl VisionPredictor {
 
     /// Class probabilities of the image file at `path`, most probable first (`top_k` of them).
     ///
-    /// The image may have any size and colour type: it is turned grey, resized to the model's
-    /// input, and — since MNIST-style data is light on dark — inverted when its border is light.
+    /// The image may have any size and colour type; a photo's EXIF orientation is applied, and
+    /// [`prepare_image`](Self::prepare_image) makes it what the model was trained on. An
+    /// image without ink (blank, or all paper) is a one-line [`JobError::Image`].
     pub fn predict_file(&self, path: &Path, top_k: usize) -> Result<Vec<ClassProb>, JobError> {
         let decoder = image::ImageReader::open(path)
             .map_err(|e| JobError::Image(format!("cannot open image {}: {e}", path.display())))?
@@ -376,26 +402,32 @@ impl VisionPredictor {
         if let Some(o) = orientation {
             img.apply_orientation(o); // photos taken sideways
         }
-        // Transparent pixels (a drawing exported from a canvas) are paper: composite onto white.
-        let rgba = img.to_rgba8();
-        let grey = image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-            let [r, g, b, a] = rgba.get_pixel(x, y).0;
-            let luma = 0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32;
-            let alpha = a as f32 / 255.0;
-            image::Luma([(luma * alpha + 255.0 * (1.0 - alpha)).round() as u8])
-        });
-        let (_, side) = self.config.model.input();
-        let grey = image::imageops::resize(
-            &grey,
-            side as u32,
-            side as u32,
-            image::imageops::FilterType::Triangle,
-        );
-        let mut pixels = grey.into_raw();
-        if border_mean(&pixels, side) > 127.0 {
-            pixels.iter_mut().for_each(|p| *p = 255 - *p);
-        }
+        let pixels = self
+            .prepare_image(&img)
+            .map_err(|e| JobError::Image(format!("image {}: {e}", path.display())))?;
         Ok(self.predict_pixels(&pixels, top_k))
+    }
+
+    /// The grey `side × side` pixels (0–255, light on dark) the model reads for a picture
+    /// someone hands over: a drawing, a scan, a photo of paper.
+    ///
+    /// - A model trained on MNIST gets the digit made as MNIST's digits were
+    ///   ([`digit::mnist_style`]): the ink found against the paper whatever the colours, specks
+    ///   and border artefacts dropped, fitted into a 20×20 box keeping its aspect ratio, strokes
+    ///   brought to MNIST's width, placed in the 28×28 field by its centre of mass. Resizing the
+    ///   whole picture instead gives a small, thin, off-centre digit, and most are misread.
+    /// - A model trained on Fashion-MNIST gets the object trimmed to its bounding box, its longer
+    ///   side resized to 28 px and centred ([`digit::fashion_style`]), as Fashion-MNIST's
+    ///   product photos were.
+    /// - Any other model gets the whole picture resized to its input, inverted when its border
+    ///   is light ([`digit::plain_resize`]).
+    pub fn prepare_image(&self, img: &image::DynamicImage) -> Result<Vec<u8>, DigitError> {
+        let (channels, side) = self.config.model.input();
+        match (channels, side, self.config.dataset.mnist_kind()) {
+            (1, digit::SIDE, Some(MnistKind::Mnist)) => digit::mnist_style(img),
+            (1, digit::SIDE, Some(MnistKind::FashionMnist)) => digit::fashion_style(img),
+            _ => Ok(digit::plain_resize(img, side as u32)),
+        }
     }
 
     /// Class probabilities of one grey `side × side` image (0–255, light on dark).
@@ -432,19 +464,4 @@ fn unreadable(path: &Path, e: image::ImageError) -> JobError {
         "cannot decode image {}: {e}; use a PNG, JPEG, GIF or BMP file",
         path.display()
     ))
-}
-
-/// Mean of the outermost ring of pixels of a `side × side` image.
-fn border_mean(pixels: &[u8], side: usize) -> f32 {
-    let mut sum = 0u64;
-    let mut count = 0u64;
-    for y in 0..side {
-        for x in 0..side {
-            if y == 0 || x == 0 || y + 1 == side || x + 1 == side {
-                sum += pixels[y * side + x] as u64;
-                count += 1;
-            }
-        }
-    }
-    sum as f32 / count.max(1) as f32
 }

@@ -1,8 +1,9 @@
-//! Image classifiers: the simple CNN and LeNet-5, and [`VisionNet`], the one type the trainer
+//! Image classifiers: the simple CNN, LeNet-5 and the ResNets, and [`VisionNet`], the one type the trainer
 //! and the CLI handle whichever of them was chosen.
 
 pub mod layers;
 pub mod lenet5;
+pub mod resnet;
 pub mod simple_cnn;
 
 use burn::nn::conv::Conv2d;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use layers::{Pool2d, PoolKind};
 pub use lenet5::{LeNet5, LeNet5Config};
+pub use resnet::{ResNet, ResNetArch, ResNetConfig};
 pub use simple_cnn::{SimpleCnn, SimpleCnnConfig};
 
 use crate::data::ImageBatch;
@@ -68,6 +70,8 @@ pub enum VisionConfig {
     SimpleCnn(SimpleCnnConfig),
     /// [`LeNet5`].
     Lenet5(LeNet5Config),
+    /// [`ResNet`] (ResNet-18/34/50).
+    Resnet(ResNetConfig),
 }
 
 impl VisionConfig {
@@ -121,6 +125,7 @@ impl VisionConfig {
         match self {
             Self::SimpleCnn(c) => Self::SimpleCnn(apply!(c)),
             Self::Lenet5(c) => Self::Lenet5(apply!(c)),
+            Self::Resnet(c) => Self::Resnet(c), // torchvision's layout has no knobs
         }
     }
 
@@ -129,6 +134,7 @@ impl VisionConfig {
         match self {
             Self::SimpleCnn(_) => "strata-simple-cnn",
             Self::Lenet5(_) => "strata-lenet5",
+            Self::Resnet(_) => "strata-resnet",
         }
     }
 
@@ -137,6 +143,12 @@ impl VisionConfig {
         let (k, s, p, pool, c) = match self {
             Self::SimpleCnn(c) => (c.kernel_size, c.stride, c.padding, c.pool, c.conv_channels),
             Self::Lenet5(c) => (c.kernel_size, c.stride, c.padding, c.pool, c.conv_channels),
+            Self::Resnet(c) => {
+                return format!(
+                    "{:?} blocks {:?}, {} classes",
+                    c.block, c.layers, c.num_classes
+                );
+            }
         };
         format!(
             "kernel {k}×{k}, stride {s}, padding {p}, {pool} pooling, channels {}/{}",
@@ -149,6 +161,7 @@ impl VisionConfig {
         match self {
             Self::SimpleCnn(c) => (c.in_channels, c.image_size),
             Self::Lenet5(c) => (c.in_channels, c.image_size),
+            Self::Resnet(c) => (c.in_channels, 224),
         }
     }
 
@@ -157,6 +170,7 @@ impl VisionConfig {
         Ok(match self {
             Self::SimpleCnn(c) => VisionNet::SimpleCnn(c.init(device)?),
             Self::Lenet5(c) => VisionNet::Lenet5(c.init(device)?),
+            Self::Resnet(c) => VisionNet::Resnet(c.init(device)?),
         })
     }
 }
@@ -168,6 +182,8 @@ pub enum VisionNet {
     SimpleCnn(SimpleCnn),
     /// LeNet-5.
     Lenet5(LeNet5),
+    /// A ResNet.
+    Resnet(ResNet),
 }
 
 impl VisionNet {
@@ -176,6 +192,7 @@ impl VisionNet {
         match self {
             Self::SimpleCnn(m) => m.forward(images),
             Self::Lenet5(m) => m.forward(images),
+            Self::Resnet(m) => m.forward(images),
         }
     }
 
@@ -184,6 +201,7 @@ impl VisionNet {
         match self {
             Self::SimpleCnn(m) => m.forward_traced(images, tap),
             Self::Lenet5(m) => m.forward_traced(images, tap),
+            Self::Resnet(m) => m.forward_traced(images, tap),
         }
     }
 
@@ -192,6 +210,7 @@ impl VisionNet {
         match self {
             Self::SimpleCnn(m) => &m.conv1,
             Self::Lenet5(m) => &m.conv1,
+            Self::Resnet(m) => &m.conv1,
         }
     }
 
