@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataloader::DataLoader;
 use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use strata_train::artifact::{self, ArtifactError, WEIGHTS_FILE};
 use strata_train::eval::evaluate;
 use strata_train::{FitConfig, Metrics, fit};
 
-use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization};
+use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization, image_loader};
 use crate::digit::{self, DigitError};
 use crate::mnist::{DatasetError, MnistKind, MnistSplits};
 use crate::models::{ModelError, VisionConfig, VisionNet};
@@ -182,15 +182,14 @@ fn loader(
     shuffle: Option<u64>,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
-    let builder = DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .num_workers(0)
-        .set_device(device.clone());
-    let builder = match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    };
-    builder.build(ImageDataset::new(set))
+    image_loader(
+        batcher,
+        ImageDataset::new(set),
+        batch_size,
+        shuffle,
+        0,
+        device,
+    )
 }
 
 /// Trains a CNN on MNIST or Fashion-MNIST and writes the artifact dir.

@@ -15,10 +15,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::prelude::*;
 use strata_data::hub::{HubSettings, Source};
 use strata_tensor::weights::{load_pytorch_weights, save_pytorch_safetensors};
@@ -26,8 +24,8 @@ use strata_train::artifact::{self, WEIGHTS_FILE};
 use strata_train::eval::evaluate;
 use strata_train::{FitConfig, LrGroup, Metrics, fit};
 
-use crate::data::{ImageBatch, Normalization};
-use crate::folder::{FolderBatcher, FolderDataset, ImageFolder, TrainTransform};
+use crate::data::{Normalization, image_loader};
+use crate::folder::{FolderBatcher, ImageFolder, TrainTransform};
 use crate::job::{ArtifactConfig, ClassProb, JobError, TrainVisionReport, TrainedOn};
 use crate::models::resnet::STAGES;
 use crate::models::{ResNet, ResNetArch, VisionConfig, VisionNet};
@@ -368,11 +366,15 @@ pub fn train_transfer(
     // A resumed run goes on with new crops, as if it had not stopped.
     train_set.start_at_pass(resume_from.unwrap_or(0) as u64);
     let preset = eval_preset(opts.image_size);
-    let train = folder_loader(train_set, fit_config.batch_size, Some(seed), device);
-    let valid = folder_loader(
+    // JPEG decoding and resizing run on two worker threads.
+    let batch = fit_config.batch_size;
+    let train = image_loader(FolderBatcher, train_set, batch, Some(seed), 2, device);
+    let valid = image_loader(
+        FolderBatcher,
         folder.val_dataset(preset),
-        fit_config.batch_size,
+        batch,
         None,
+        2,
         device,
     );
     let before_fit = started.elapsed();
@@ -427,24 +429,6 @@ fn eval_preset(size: u32) -> ImageNetPreset {
         crop: size,
         ..ImageNetPreset::default()
     }
-}
-
-/// A data loader of an image-folder split; JPEG decoding runs on two worker threads.
-fn folder_loader(
-    set: FolderDataset,
-    batch_size: usize,
-    shuffle: Option<u64>,
-    device: &Device,
-) -> Arc<dyn DataLoader<ImageBatch>> {
-    let builder = DataLoaderBuilder::new(FolderBatcher)
-        .batch_size(batch_size)
-        .num_workers(2)
-        .set_device(device.clone());
-    let builder = match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    };
-    builder.build(set)
 }
 
 #[cfg(test)]
