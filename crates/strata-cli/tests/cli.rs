@@ -278,7 +278,10 @@ fn summary_prints_the_layer_table() {
 fn bench_list_names_the_benchmarks() {
     let out = strata(&["bench", "--list"], &[]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cnn-train");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "cnn-train\nresnet18-infer\nresnet18-train"
+    );
 }
 
 #[test]
@@ -304,4 +307,111 @@ fn bad_knobs_and_paths_are_refused_in_one_line() {
     // A missing required argument is named on the same line.
     let out = strata(&["predict-vision"], &[]);
     assert_one_line_error(&out, "--image");
+}
+
+#[test]
+fn transfer_options_are_checked_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let dir = dir.to_str().unwrap();
+    let folder = tmp.path().to_str().unwrap();
+    let out = strata(&["train-vision", "--arch", "resnet18"], &[]);
+    assert_one_line_error(&out, "--image-folder");
+    let args = [
+        "train-vision",
+        "--arch",
+        "resnet18",
+        "--image-folder",
+        folder,
+    ];
+    let out = strata(&[&args[..], &["--strategy", "partial:7"]].concat(), &[]);
+    assert_one_line_error(&out, "partial:N");
+    let out = strata(
+        &[
+            "train-vision",
+            "--arch",
+            "resnet19",
+            "--image-folder",
+            folder,
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "resnet18, resnet34, resnet50");
+    let out = strata(
+        &[&args[..], &["--kernel-size", "5", "--artifact-dir", dir]].concat(),
+        &[],
+    );
+    assert_one_line_error(&out, "--kernel-size is an option of the MNIST CNNs");
+    let out = strata(
+        &[
+            &args[..],
+            &["--strategy", "feature-extract", "--artifact-dir", dir],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_one_line_error(&out, "--pretrained");
+    let out = strata(&[&args[..], &["--artifact-dir", dir]].concat(), &[]);
+    assert_one_line_error(&out, "has no train/ folder");
+    assert!(!Path::new(dir).join("config.json").exists());
+}
+
+#[test]
+fn imagenet_prediction_prints_the_top_classes_and_refuses_bad_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("photo.png");
+    image::RgbImage::from_pixel(64, 48, image::Rgb([200, 120, 40]))
+        .save(&image)
+        .unwrap();
+    let image = image.to_str().unwrap();
+    let bad = tmp.path().join("weights.pth");
+    std::fs::write(&bad, b"not a state dict").unwrap();
+    let bad = bad.to_str().unwrap();
+    let args = ["predict-vision", "--arch", "resnet18", "--image", image];
+    let out = strata(&[&args[..], &["--weights", bad]].concat(), &[]);
+    assert_one_line_error(&out, "weights.pth");
+    let out = strata(
+        &[&args[..], &["--weights", "no/such-repo"]].concat(),
+        &[("HF_HUB_OFFLINE", Path::new("1")), ("HF_HOME", tmp.path())],
+    );
+    assert_one_line_error(&out, "no/such-repo");
+
+    let fixtures = std::env::var_os("STRATA_FIXTURES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/strata/fixtures")
+        });
+    let weights = fixtures.join("resnet/resnet18.pth");
+    assert!(
+        weights.is_file(),
+        "{} missing: run `cargo xtask test`",
+        weights.display()
+    );
+    let weights = weights.to_str().unwrap();
+    let out = strata(
+        &[
+            &args[..],
+            &["--weights", weights, "--top-k", "3", "--format", "json"],
+        ]
+        .concat(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let top = json["top_k"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    for entry in top {
+        assert!(entry["class"].as_u64().unwrap() < 1000);
+        assert!(entry["label"].as_str().is_some_and(|l| !l.is_empty()));
+        assert!(
+            entry["prob"]
+                .as_f64()
+                .is_some_and(|p| (0.0..=1.0).contains(&p))
+        );
+    }
 }
