@@ -235,6 +235,33 @@ pub fn affine(pixels: &[u8], rows: usize, cols: usize, angle: f32, dx: f32, dy: 
     out
 }
 
+/// A data loader of `dataset` in batches of `batch_size` made by `batcher` on `device`,
+/// shuffled with `shuffle`'s seed (in order without), items prepared on `workers` threads (0:
+/// on the loading thread).
+pub fn image_loader<I, B, D>(
+    batcher: B,
+    dataset: D,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    workers: usize,
+    device: &Device,
+) -> std::sync::Arc<dyn burn::data::dataloader::DataLoader<ImageBatch>>
+where
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    B: Batcher<I, ImageBatch> + 'static,
+    D: Dataset<I> + 'static,
+{
+    let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .num_workers(workers)
+        .set_device(device.clone());
+    let builder = match shuffle {
+        Some(seed) => builder.shuffle(seed),
+        None => builder,
+    };
+    builder.build(dataset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,31 +322,4 @@ mod tests {
         assert_eq!(ds.get(0).unwrap().label, 1);
         assert!(ds.get(1).is_err());
     }
-}
-
-/// A data loader of `dataset` in batches of `batch_size` made by `batcher` on `device`,
-/// shuffled with `shuffle`'s seed (in order without), items prepared on `workers` threads (0:
-/// on the loading thread).
-pub fn image_loader<I, B, D>(
-    batcher: B,
-    dataset: D,
-    batch_size: usize,
-    shuffle: Option<u64>,
-    workers: usize,
-    device: &Device,
-) -> std::sync::Arc<dyn burn::data::dataloader::DataLoader<ImageBatch>>
-where
-    I: Send + Sync + Clone + std::fmt::Debug + 'static,
-    B: Batcher<I, ImageBatch> + 'static,
-    D: Dataset<I> + 'static,
-{
-    let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .num_workers(workers)
-        .set_device(device.clone());
-    let builder = match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    };
-    builder.build(dataset)
 }
