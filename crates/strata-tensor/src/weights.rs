@@ -75,15 +75,9 @@ pub fn load_safetensors<M: Module>(module: M, path: &Path) -> Result<M, WeightsE
 
 /// Loads a `.safetensors` file holding a PyTorch `state_dict` (as `safetensors.torch.save_file`
 /// or Hugging Face write it) into `module`, whose field paths must match the PyTorch module
-/// names. burn-store's PyTorch adapter transposes `Linear` weights and renames norm parameters.
+/// names: [`load_pytorch_weights`], which also reads `.pth` files.
 pub fn load_pytorch_safetensors<M: Module>(module: M, path: &Path) -> Result<M, WeightsError> {
-    load_from(
-        module,
-        path,
-        SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .skip_enum_variants(true),
-    )
+    load_pytorch_weights(module, path)
 }
 
 fn load_from<M: Module>(

@@ -17,7 +17,7 @@ use strata_tensor::weights::{
     load_pytorch_safetensors, load_safetensors, save_pytorch_safetensors,
 };
 use strata_train::artifact::{self, ArtifactError, WEIGHTS_FILE};
-use strata_train::eval::evaluate;
+use strata_train::eval::{Score, evaluate};
 use strata_train::{FitConfig, Metrics, fit};
 
 use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization, image_loader};
@@ -324,15 +324,41 @@ pub fn train_vision(
     )
     .map_err(picture_err)?;
 
-    let mut metrics: Metrics = fitted.metrics;
+    let outside_fit = (before_fit + after_fit.elapsed()).as_secs_f64();
+    finish_run(
+        dir,
+        fitted.metrics,
+        &score,
+        outside_fit,
+        &artifact,
+        &fit_config,
+        parameters,
+        started,
+    )
+}
+
+/// What every vision run ends with, once its weights and pictures are written: `metrics.json`
+/// with the held-out score and the wall time spent outside `fit`, then `config.json` (last, so
+/// that a dir with one is complete), and the report.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_run(
+    dir: &Path,
+    mut metrics: Metrics,
+    score: &Score,
+    seconds_outside_fit: f64,
+    artifact: &ArtifactConfig,
+    fit_config: &FitConfig,
+    parameters: usize,
+    started: Instant,
+) -> Result<TrainVisionReport, JobError> {
     let accuracy = score.accuracy.unwrap_or(0.0);
     metrics.test_accuracy = Some(accuracy);
     metrics.test_loss = Some(score.loss);
-    metrics.wall_seconds += (before_fit + after_fit.elapsed()).as_secs_f64();
+    metrics.wall_seconds += seconds_outside_fit;
     metrics.save(dir).map_err(|e| {
         JobError::Artifact(format!("cannot write {}/metrics.json: {e}", dir.display()))
     })?;
-    artifact::save_config(dir, &artifact)?;
+    artifact::save_config(dir, artifact)?;
     Ok(TrainVisionReport {
         test_accuracy: accuracy,
         test_loss: score.loss,
@@ -341,7 +367,7 @@ pub fn train_vision(
         unit: fit_config.budget.unit(),
         parameters,
         wall_seconds: started.elapsed().as_secs_f64(),
-        artifact_dir: dir.clone(),
+        artifact_dir: dir.to_path_buf(),
     })
 }
 
@@ -441,21 +467,23 @@ impl VisionPredictor {
             }],
             &self.device,
         );
-        let logits = self.model.forward(batch.images).reshape([-1]);
-        strata_tensor::ops::top_k(logits, top_k)
-            .into_iter()
-            .map(|(class, prob)| ClassProb {
-                class,
-                label: self
-                    .config
-                    .labels
-                    .get(class)
-                    .cloned()
-                    .unwrap_or_else(|| class.to_string()),
-                prob,
-            })
-            .collect()
+        top_classes(self.model.forward(batch.images), &self.config.labels, top_k)
     }
+}
+
+/// The `top_k` classes of one row of logits, with softmax probabilities and names.
+pub fn top_classes(logits: Tensor<2>, labels: &[String], top_k: usize) -> Vec<ClassProb> {
+    strata_tensor::ops::top_k(logits.reshape([-1]), top_k)
+        .into_iter()
+        .map(|(class, prob)| ClassProb {
+            class,
+            label: labels
+                .get(class)
+                .cloned()
+                .unwrap_or_else(|| class.to_string()),
+            prob,
+        })
+        .collect()
 }
 
 fn unreadable(path: &Path, e: image::ImageError) -> JobError {

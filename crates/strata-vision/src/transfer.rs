@@ -22,11 +22,13 @@ use strata_data::hub::{HubSettings, Source};
 use strata_tensor::weights::{load_pytorch_weights, save_pytorch_safetensors};
 use strata_train::artifact::{self, WEIGHTS_FILE};
 use strata_train::eval::evaluate;
-use strata_train::{FitConfig, LrGroup, Metrics, fit};
+use strata_train::{FitConfig, LrGroup, fit};
 
 use crate::data::{Normalization, image_loader};
 use crate::folder::{FolderBatcher, ImageFolder, TrainTransform};
-use crate::job::{ArtifactConfig, ClassProb, JobError, TrainVisionReport, TrainedOn};
+use crate::job::{
+    ArtifactConfig, ClassProb, JobError, TrainVisionReport, TrainedOn, finish_run, top_classes,
+};
 use crate::models::resnet::STAGES;
 use crate::models::{ResNet, ResNetArch, VisionConfig, VisionNet};
 use crate::preprocess::{ImageNetPreset, imagenet_classes, load_rgb};
@@ -231,21 +233,6 @@ impl ImageNetPredictor {
     }
 }
 
-/// The `top_k` classes of one row of logits, with softmax probabilities and names.
-pub fn top_classes(logits: Tensor<2>, labels: &[String], top_k: usize) -> Vec<ClassProb> {
-    strata_tensor::ops::top_k(logits.reshape([-1]), top_k)
-        .into_iter()
-        .map(|(class, prob)| ClassProb {
-            class,
-            label: labels
-                .get(class)
-                .cloned()
-                .unwrap_or_else(|| class.to_string()),
-            prob,
-        })
-        .collect()
-}
-
 /// Options of `train-vision --arch`.
 #[derive(Debug, Clone)]
 pub struct TransferOptions {
@@ -387,14 +374,7 @@ pub fn train_transfer(
     save_png(&filters_image(net.first_conv()), &dir.join("filters.png")).map_err(|e| {
         JobError::Artifact(format!("cannot write a picture in {}: {e}", dir.display()))
     })?;
-    let mut metrics: Metrics = fitted.metrics;
-    let accuracy = score.accuracy.unwrap_or(0.0);
-    metrics.test_accuracy = Some(accuracy);
-    metrics.test_loss = Some(score.loss);
-    metrics.wall_seconds += (before_fit + after_fit.elapsed()).as_secs_f64();
-    metrics.save(dir).map_err(|e| {
-        JobError::Artifact(format!("cannot write {}/metrics.json: {e}", dir.display()))
-    })?;
+    let outside_fit = (before_fit + after_fit.elapsed()).as_secs_f64();
     let name = opts
         .image_folder
         .file_name()
@@ -408,17 +388,16 @@ pub fn train_transfer(
         weights: WEIGHTS_FILE.to_string(),
         weights_layout: "pytorch".into(),
     };
-    artifact::save_config(dir, &artifact)?;
-    Ok(TrainVisionReport {
-        test_accuracy: accuracy,
-        test_loss: score.loss,
-        epochs: metrics.history.last().map_or(0, |r| r.epoch),
-        steps: metrics.history.last().map_or(0, |r| r.step),
-        unit: fit_config.budget.unit(),
+    finish_run(
+        dir,
+        fitted.metrics,
+        &score,
+        outside_fit,
+        &artifact,
+        &fit_config,
         parameters,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        artifact_dir: dir.clone(),
-    })
+        started,
+    )
 }
 
 /// The evaluation preprocessing for training crops of side `size`: torchvision's ratio of
