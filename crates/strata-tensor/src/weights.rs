@@ -44,13 +44,62 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), Weight
 /// `model.load_state_dict(safetensors.torch.load_file(path))` takes for a PyTorch module with the
 /// same names. [`load_pytorch_safetensors`] reads it back.
 pub fn save_pytorch_safetensors<M: Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
-    save_to(
-        module,
-        path,
-        SafetensorsStore::from_file(path)
-            .with_to_adapter(BurnToPyTorchAdapter)
-            .skip_enum_variants(true),
-    )
+    save_pytorch_safetensors_mapped(module, path, &KeyMap::NONE)
+}
+
+/// [`save_pytorch_safetensors`] for a module whose parameter paths differ from PyTorch's names:
+/// `map.to_file` renames them on the way out.
+pub fn save_pytorch_safetensors_mapped<M: Module>(
+    module: &M,
+    path: &Path,
+    map: &KeyMap,
+) -> Result<(), WeightsError> {
+    let mut store = SafetensorsStore::from_file(path)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true);
+    for (from, to) in map.to_file {
+        store = store.with_key_remapping(*from, *to);
+    }
+    save_to(module, path, store)
+}
+
+/// How a file's keys and a module's parameter paths differ, for modules that cannot be laid
+/// out with PyTorch's names (PyTorch's `nn.LSTM` keeps every layer's weights flat, as
+/// `weight_ih_l1`; a Burn module nests them, as `layers.1.forward.weight_ih`). Each side is a
+/// list of `(regex, replacement)` pairs applied in order; keys no pattern matches are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyMap {
+    /// File key → module path (applied when loading).
+    pub to_module: &'static [(&'static str, &'static str)],
+    /// Module path → file key (applied when saving, and to name keys in errors).
+    pub to_file: &'static [(&'static str, &'static str)],
+}
+
+impl KeyMap {
+    /// No renaming: the module's paths are the file's keys.
+    pub const NONE: KeyMap = KeyMap {
+        to_module: &[],
+        to_file: &[],
+    };
+
+    /// The module path of a file key.
+    pub fn to_module_name(&self, key: &str) -> String {
+        apply_patterns(self.to_module, key)
+    }
+
+    /// The file key of a module path.
+    pub fn to_file_name(&self, path: &str) -> String {
+        apply_patterns(self.to_file, path)
+    }
+}
+
+fn apply_patterns(patterns: &[(&str, &str)], name: &str) -> String {
+    let mut name = name.to_string();
+    for (from, to) in patterns {
+        let re = regex::Regex::new(from).expect("the key patterns are valid regexes");
+        name = re.replace_all(&name, *to).into_owned();
+    }
+    name
 }
 
 fn save_to<M: Module>(
@@ -114,7 +163,17 @@ const IGNORED_PYTORCH_KEYS: [&str; 1] = ["num_batches_tracked"];
 /// `load_state_dict(strict=True)`: a key the module lacks, a parameter the file lacks, or a shape
 /// that differs is an error naming the first such key (BatchNorm's `num_batches_tracked` is
 /// skipped).
-pub fn load_pytorch_weights<M: Module>(mut module: M, path: &Path) -> Result<M, WeightsError> {
+pub fn load_pytorch_weights<M: Module>(module: M, path: &Path) -> Result<M, WeightsError> {
+    load_pytorch_weights_mapped(module, path, &KeyMap::NONE)
+}
+
+/// [`load_pytorch_weights`] for a module whose parameter paths differ from the file's keys:
+/// `map.to_module` renames the file's keys, and errors name keys as the file does.
+pub fn load_pytorch_weights_mapped<M: Module>(
+    mut module: M,
+    path: &Path,
+    map: &KeyMap,
+) -> Result<M, WeightsError> {
     let err = |why: String| WeightsError::Load {
         path: path.display().to_string(),
         why,
@@ -128,6 +187,9 @@ pub fn load_pytorch_weights<M: Module>(mut module: M, path: &Path) -> Result<M, 
                 .skip_enum_variants(true)
                 .validate(false)
                 .allow_partial(true);
+            for (from, to) in map.to_module {
+                store = store.with_key_remapping(*from, *to);
+            }
             module
                 .load_from(&mut store)
                 .map_err(|e| err(one_line(&e.to_string())))?
@@ -137,6 +199,9 @@ pub fn load_pytorch_weights<M: Module>(mut module: M, path: &Path) -> Result<M, 
                 .skip_enum_variants(true)
                 .validate(false)
                 .allow_partial(true);
+            for (from, to) in map.to_module {
+                store = store.with_key_remapping(*from, *to);
+            }
             module
                 .load_from(&mut store)
                 .map_err(|e| err(one_line(&e.to_string())))?
@@ -145,7 +210,7 @@ pub fn load_pytorch_weights<M: Module>(mut module: M, path: &Path) -> Result<M, 
                 "neither a PyTorch .pth file nor a .safetensors file (empty or truncated?)".into(),
             ));
         };
-    check_complete(&result).map_err(err)?;
+    check_complete(&result, map).map_err(err)?;
     Ok(module)
 }
 
@@ -161,7 +226,7 @@ fn read_head(path: &Path) -> std::io::Result<[u8; 9]> {
 
 /// Refuses a load that left parameters unset, met a shape it could not take, or had keys the
 /// module does not have.
-fn check_complete(result: &ApplyResult) -> Result<(), String> {
+fn check_complete(result: &ApplyResult, map: &KeyMap) -> Result<(), String> {
     let more = |n: usize| {
         if n > 1 {
             format!(" (and {} more)", n - 1)
@@ -171,13 +236,15 @@ fn check_complete(result: &ApplyResult) -> Result<(), String> {
     };
     if let Some(e) = result.errors.first() {
         return Err(format!(
-            "{e}{}: weights of another architecture or size?",
+            "{}{}: weights of another architecture or size?",
+            rename_paths(&e.to_string(), map),
             more(result.errors.len())
         ));
     }
     if let Some((key, _)) = result.missing.first() {
         return Err(format!(
-            "the file has no tensor for '{key}'{}: weights of another architecture?",
+            "the file has no tensor for '{}'{}: weights of another architecture?",
+            map.to_file_name(key),
             more(result.missing.len())
         ));
     }
@@ -188,11 +255,31 @@ fn check_complete(result: &ApplyResult) -> Result<(), String> {
         .collect();
     if let Some(key) = unused.first() {
         return Err(format!(
-            "the model has no parameter '{key}'{}: weights of another architecture?",
+            "the model has no parameter '{}'{}: weights of another architecture?",
+            map.to_file_name(key),
             more(unused.len())
         ));
     }
     Ok(())
+}
+
+/// `message` with every word that is a module path renamed to the file's key.
+fn rename_paths(message: &str, map: &KeyMap) -> String {
+    if map.to_file.is_empty() {
+        return message.to_string();
+    }
+    message
+        .split(' ')
+        .map(|word| {
+            let bare = word.trim_matches(|c: char| "'\"`,:;()[]".contains(c));
+            if bare.is_empty() {
+                word.to_string()
+            } else {
+                word.replacen(bare, &map.to_file_name(bare), 1)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The first line of a message, for errors that must fit on one line.
