@@ -6,7 +6,9 @@
 //! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`parity`]: how far the same computation on two backends is apart;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
-//! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`).
+//! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`);
+//! - [`generate`]: text generation for every text model (HF `generate` semantics: repetition
+//!   penalty, greedy, temperature, top-k, top-p, seeded sampling) over a [`generate::Decoder`].
 //!
 //! `burn` itself is re-exported so that crates deriving `Module`/`Config` through Strata see
 //! the same version.
@@ -14,6 +16,7 @@
 pub use burn;
 
 pub mod backend;
+pub mod generate;
 pub mod names;
 pub mod ops;
 pub mod parity;

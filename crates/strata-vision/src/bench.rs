@@ -11,7 +11,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use burn::train::TrainStep;
 
-use crate::data::{ImageBatcher, ImageItem};
+use crate::data::{ImageBatcher, ImageItem, Normalization};
 use crate::mnist::{ImageSet, MnistKind};
 use crate::models::{ResNetConfig, VisionConfig};
 
@@ -40,7 +40,7 @@ pub fn cnn_train_throughput(
     let config = VisionConfig::named("simple-cnn", 1, set.rows, 10).expect("valid default config");
     let mut model = config.init(&device).expect("valid default config");
     let mut optim = strata_train::OptimizerConfig::adam(1e-3).init();
-    let batcher = ImageBatcher::new(set.rows, set.cols, &MnistKind::Mnist.normalization());
+    let batcher = ImageBatcher::new(set.rows, set.cols, &Normalization::mnist(MnistKind::Mnist));
     let batches_in_set = (set.len() / batch_size).max(1);
     let batch = |i: usize| {
         let start = (i % batches_in_set) * batch_size;

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::mnist::ImageSet;
+use crate::mnist::{ImageSet, MnistKind};
 
 /// One image and its label.
 #[derive(Debug, Clone)]
@@ -109,6 +109,15 @@ impl Normalization {
         Self {
             mean: vec![mean],
             std: vec![std],
+        }
+    }
+
+    /// Mean and standard deviation of an MNIST-style dataset's training pixels scaled to [0, 1]
+    /// (the constants torchvision tutorials use).
+    pub fn mnist(kind: MnistKind) -> Self {
+        match kind {
+            MnistKind::Mnist => Self::grey(0.1307, 0.3081),
+            MnistKind::FashionMnist => Self::grey(0.2860, 0.3530),
         }
     }
 

@@ -239,7 +239,7 @@ pub fn train_vision(
     let labels = kind.labels();
     let model_config =
         VisionConfig::named(&opts.model, 1, rows, labels.len())?.with_knobs(&opts.knobs);
-    let norm = kind.normalization();
+    let norm = Normalization::mnist(kind);
     let artifact = ArtifactConfig {
         model_type: model_config.model_type().to_string(),
         model: model_config.clone(),

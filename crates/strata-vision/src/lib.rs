@@ -1,9 +1,10 @@
 //! Strata vision: MNIST-style and image-folder datasets, CNNs and ResNets, transfer learning,
 //! and pictures of what the networks learn.
 //!
-//! - [`idx`]: the IDX file format (gzipped or raw), checked so corrupt files are clear errors;
-//! - [`mnist`]: MNIST and Fashion-MNIST with train / valid / test splits;
-//! - [`data`]: burn `Dataset` and `Batcher` (normalisation, augmentation);
+//! - [`idx`], [`mnist`]: the IDX reader and MNIST / Fashion-MNIST with train / valid / test
+//!   splits, re-exported from strata-data (which holds them because other families read MNIST too);
+//! - [`data`]: burn `Dataset` and `Batcher` (normalisation, with MNIST's in
+//!   [`data::Normalization::mnist`], augmentation);
 //! - [`folder`]: torchvision's `ImageFolder` (`train/` and `val/`, a folder per class) for fine-tuning;
 //! - [`models`]: the simple CNN, LeNet-5 and ResNet-18/34/50 in torchvision's layout;
 //! - [`transfer`]: pretrained ResNets: loading, the three fine-tuning strategies, ImageNet prediction;
@@ -17,12 +18,12 @@ pub mod bench;
 pub mod data;
 pub mod digit;
 pub mod folder;
-pub mod idx;
 pub mod job;
-pub mod mnist;
 pub mod models;
 pub mod preprocess;
 pub mod selftest;
 pub mod summary;
 pub mod transfer;
 pub mod viz;
+
+pub use strata_data::{idx, mnist};

@@ -1,14 +1,18 @@
 //! MNIST and Fashion-MNIST: 28×28 grey images in ten classes, stored as IDX files.
 //!
-//! [`MnistKind`] names the dataset (its folder, file names, class labels, normalisation and public
-//! download mirrors); [`MnistSplits::load`] reads the four IDX files and cuts the 60,000 training
-//! images into train and validation parts (the last `valid_size` images are validation, as
-//! Keras' `validation_split` does), keeping the 10,000 test images for the final figure.
+//! [`MnistKind`] names the dataset (its folder, file names, class labels and public download
+//! mirrors); [`MnistSplits::load`] reads the four IDX files and cuts the 60,000 training images
+//! into train and validation parts (the last `valid_size` images are validation, as Keras'
+//! `validation_split` does), keeping the 10,000 test images for the final figure.
+//!
+//! It lives here, below the families, because more than one reads it: strata-vision as images,
+//! strata-sequence as sequences of rows. What a family makes of the pixels (the normalisation of
+//! a CNN's input, ...) stays in the family's crate.
 
 use std::path::{Path, PathBuf};
 
+use crate::datasets::{DatasetSpec, LocateError, Locator};
 use crate::idx::{IdxError, read_idx};
-use strata_data::datasets::{DatasetSpec, LocateError, Locator};
 
 /// Which MNIST-style dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,7 +32,46 @@ pub const FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
-strata_tensor::named_enum!(MnistKind, "--dataset", { Mnist => "mnist", FashionMnist => "fashion-mnist" });
+/// A name that is not one of [`MnistKind::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown --dataset '{given}': choose {}", MnistKind::NAMES.join(", "))]
+pub struct UnknownDataset {
+    /// The name given.
+    pub given: String,
+}
+
+// By hand rather than with strata-tensor's `named_enum!`, which would bring Burn into this crate;
+// the same API: `NAMES`, `name`, `FromStr` and `Display` from one table.
+impl MnistKind {
+    /// Every value, in the order of [`MnistKind::NAMES`].
+    pub const ALL: [MnistKind; 2] = [Self::Mnist, Self::FashionMnist];
+    /// Every accepted name (`--dataset`), in the order of the variants.
+    pub const NAMES: &'static [&'static str] = &["mnist", "fashion-mnist"];
+
+    /// The name of this value, which is also the dataset's folder.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for MnistKind {
+    type Err = UnknownDataset;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDataset> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownDataset {
+                given: s.to_string(),
+            })
+    }
+}
+
+impl std::fmt::Display for MnistKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 impl MnistKind {
     /// Class names, index = label.
@@ -47,15 +90,6 @@ impl MnistKind {
                 "Bag",
                 "Ankle boot",
             ],
-        }
-    }
-
-    /// Mean and standard deviation of the training pixels scaled to [0, 1]
-    /// (the constants torchvision tutorials use).
-    pub fn normalization(self) -> crate::data::Normalization {
-        match self {
-            Self::Mnist => crate::data::Normalization::grey(0.1307, 0.3081),
-            Self::FashionMnist => crate::data::Normalization::grey(0.2860, 0.3530),
         }
     }
 
@@ -234,5 +268,31 @@ impl MnistSplits {
             valid: full.slice(cut..full.len()),
             test,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_print_and_serialize_alike() {
+        for kind in MnistKind::ALL {
+            assert_eq!(kind.name().parse::<MnistKind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), kind.name());
+            assert_eq!(kind.spec().name, kind.name());
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+        }
+        assert_eq!(MnistKind::NAMES.len(), MnistKind::ALL.len());
+    }
+
+    #[test]
+    fn unknown_name_lists_the_choices() {
+        let err = "cifar".parse::<MnistKind>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown --dataset 'cifar': choose mnist, fashion-mnist"
+        );
     }
 }
