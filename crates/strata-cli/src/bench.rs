@@ -4,6 +4,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use strata_sequence::bench::lstm_train_throughput;
+use strata_sequence::corpus::{locate_corpus, read_corpus};
 use strata_vision::bench::{Throughput, cnn_train_throughput, resnet18_throughput};
 use strata_vision::mnist::{MnistKind, MnistSplits};
 
@@ -26,6 +28,11 @@ const BENCHES: &[(&str, &str, [usize; 3])] = &[
         "training images/s of ResNet-18 at 224x224 (SGD momentum, full step)",
         [8, 3, 10],
     ),
+    (
+        "lstm-train",
+        "training tokens/s of the 2x256 LSTM character model on tiny Shakespeare (Adam, full step)",
+        [32, 5, 30],
+    ),
 ];
 
 #[derive(Args, Debug)]
@@ -38,15 +45,18 @@ pub struct BenchArgs {
     list: bool,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Items per batch [default: 64 for cnn-train, 8 for the ResNets]
+    /// Items per batch [default: 64 for cnn-train, 8 for the ResNets, 32 for lstm-train]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Untimed steps first [default: 10 for cnn-train, 3 for the ResNets]
+    /// Untimed steps first [default: 10 for cnn-train, 3 for the ResNets, 5 for lstm-train]
     #[arg(long)]
     warmup: Option<usize>,
-    /// Timed steps [default: 50 for cnn-train, 10 for the ResNets]
+    /// Timed steps [default: 50 for cnn-train, 10 for the ResNets, 30 for lstm-train]
     #[arg(long)]
     steps: Option<usize>,
+    /// Characters per window (lstm-train).
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -70,35 +80,48 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let batch_size = args.batch_size.unwrap_or(batch);
     let warmup = args.warmup.unwrap_or(warmup);
     let steps = args.steps.unwrap_or(steps);
-    if batch_size == 0 || steps == 0 {
-        bail!("--batch-size and --steps must be at least 1");
+    if batch_size == 0 || steps == 0 || args.seq_len == 0 {
+        bail!("--batch-size, --steps and --seq-len must be at least 1");
     }
     let (backend, device) = args.backend.device()?;
     eprintln!(
         "{name}: {what}; batch {batch_size}, {warmup} warm-up + {steps} timed steps, backend {backend}, {} threads",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let t: Throughput = match name {
-        "cnn-train" => {
-            let splits = MnistSplits::load(MnistKind::Mnist, args.data.data_dir.as_deref(), 0)
-                .context("cnn-train trains on MNIST")?;
-            cnn_train_throughput(&splits.train, &device, batch_size, warmup, steps)
+    let (value, unit, t) = match name {
+        "lstm-train" => {
+            let path = locate_corpus(None, args.data.data_dir.as_deref())
+                .context("lstm-train trains on tiny Shakespeare")?;
+            let text = read_corpus(&path)?;
+            let t = lstm_train_throughput(&text, &device, batch_size, args.seq_len, warmup, steps);
+            (t.tokens_per_s, "tokens/s", (t.steps, t.seconds))
         }
-        "resnet18-infer" => resnet18_throughput(&device, batch_size, warmup, steps, false),
-        _ => resnet18_throughput(&device, batch_size, warmup, steps, true),
+        _ => {
+            let t: Throughput = match name {
+                "cnn-train" => {
+                    let splits =
+                        MnistSplits::load(MnistKind::Mnist, args.data.data_dir.as_deref(), 0)
+                            .context("cnn-train trains on MNIST")?;
+                    cnn_train_throughput(&splits.train, &device, batch_size, warmup, steps)
+                }
+                "resnet18-infer" => resnet18_throughput(&device, batch_size, warmup, steps, false),
+                _ => resnet18_throughput(&device, batch_size, warmup, steps, true),
+            };
+            (t.images_per_s, "img/s", (t.steps, t.seconds))
+        }
     };
     let json = serde_json::json!({
         "bench": name,
         "backend": backend.name(),
-        "value": (t.images_per_s * 10.0).round() / 10.0,
-        "unit": "img/s",
+        "value": (value * 10.0).round() / 10.0,
+        "unit": unit,
         "batch_size": batch_size,
-        "steps": t.steps,
-        "seconds": t.seconds,
+        "steps": t.0,
+        "seconds": t.1,
     });
     match args.report.format {
         Format::Json => println!("{json}"),
-        Format::Text => println!("{name} [{backend}]: {:.1} img/s", t.images_per_s),
+        Format::Text => println!("{name} [{backend}]: {value:.1} {unit}"),
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 mod args;
 mod bench;
 mod selftest;
+mod sequence;
+mod text;
 mod vision;
 
 /// mimalloc keeps freed tensor buffers for reuse instead of returning them to the OS, which
@@ -41,6 +43,14 @@ enum Command {
     TrainVision(Box<vision::TrainArgs>),
     /// Classify one image with a model trained by train-vision.
     PredictVision(vision::PredictArgs),
+    /// Train an RNN, LSTM or GRU: a character-level language model, or MNIST read row by row.
+    #[command(
+        mut_arg("epochs", |a| a.default_value("5")),
+        mut_arg("lr", |a| a.default_value("0.002")),
+    )]
+    TrainSequence(Box<sequence::TrainArgs>),
+    /// Continue a prompt with a trained text model, streaming the new text.
+    GenerateText(text::GenerateArgs),
     /// Measure a benchmark (`strata bench --list` names them).
     Bench(bench::BenchArgs),
     /// Check a backend against flex: the same forward and backward pass, gap by gap.
@@ -93,6 +103,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::TrainVision(args) => vision::train(*args),
         Command::PredictVision(args) => vision::predict(args),
+        Command::TrainSequence(args) => sequence::train(*args),
+        Command::GenerateText(args) => text::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Selftest(args) => selftest::run(args),
     }

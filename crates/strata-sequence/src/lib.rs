@@ -3,6 +3,16 @@
 //!
 //! - [`recurrent`]: [`Recurrent`](recurrent::Recurrent), `nn.RNN` / `nn.LSTM` / `nn.GRU` in one
 //!   module: stacked, bidirectional, dropout between layers, initial and final states, batches
-//!   of sequences of different lengths; PyTorch state dicts load as they are.
+//!   of sequences of different lengths; PyTorch state dicts load as they are;
+//! - [`models`]: a character-level language model and a sequence classifier built on it;
+//! - [`corpus`]: text corpora, their character vocabulary and training windows;
+//! - [`rows`]: MNIST images as sequences of rows;
+//! - [`job`]: `train-sequence`, and the language model as a decoder for `generate-text`;
+//! - [`bench`]: the `lstm-train` benchmark.
 
+pub mod bench;
+pub mod corpus;
+pub mod job;
+pub mod models;
 pub mod recurrent;
+pub mod rows;

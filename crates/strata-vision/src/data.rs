@@ -260,15 +260,7 @@ where
     B: Batcher<I, ImageBatch> + 'static,
     D: Dataset<I> + 'static,
 {
-    let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .num_workers(workers)
-        .set_device(device.clone());
-    let builder = match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    };
-    builder.build(dataset)
+    strata_train::data::loader(batcher, dataset, batch_size, shuffle, workers, device)
 }
 
 #[cfg(test)]
