@@ -7,11 +7,15 @@
 //! - [`models`]: a character-level language model and a sequence classifier built on it;
 //! - [`corpus`]: text corpora, their character vocabulary and training windows;
 //! - [`rows`]: MNIST images as sequences of rows;
+//! - `fused` (with the `flex` backend): an LSTM layer over a whole sequence as one operation
+//!   with its own backward pass;
 //! - [`job`]: `train-sequence`, and the language model as a decoder for `generate-text`;
 //! - [`bench`]: the `lstm-train` benchmark.
 
 pub mod bench;
 pub mod corpus;
+#[cfg(feature = "flex")]
+pub mod fused;
 pub mod job;
 pub mod models;
 pub mod recurrent;

@@ -76,18 +76,8 @@ impl CharLm {
         ids: Tensor<2, Int>,
         state: Option<RecurrentState>,
     ) -> (Tensor<3>, RecurrentState) {
-        let [batch, time] = ids.dims();
-        // One embedding lookup per step: the recurrent stack takes the steps as a list, and the
-        // ids carry no gradient, so taking them apart costs nothing.
-        let steps = (0..time)
-            .map(|t| {
-                self.embedding
-                    .forward(ids.clone().narrow(1, t, 1))
-                    .reshape([batch, self.embedding.weight.dims()[1]])
-            })
-            .collect();
-        let (outputs, state) = self.rnn.forward_steps(steps, state, None);
-        let hidden = self.dropout.forward(Tensor::stack::<3>(outputs, 1));
+        let (outputs, state) = self.rnn.forward(self.embedding.forward(ids), state, None);
+        let hidden = self.dropout.forward(outputs);
         (self.head.forward(hidden), state)
     }
 

@@ -264,36 +264,50 @@ impl Recurrent {
     /// `lengths[b]`: later steps are padding, their outputs are zeros, and the final state is
     /// the one at the sequence's own end (the reverse direction starts there), exactly as
     /// PyTorch's packed sequences.
+    ///
+    /// # Panics
+    /// On an empty sequence, a length of 0 or past the sequence, or a state of the wrong shape.
     pub fn forward(
         &self,
         input: Tensor<3>,
         state: Option<RecurrentState>,
         lengths: Option<&[usize]>,
     ) -> (Tensor<3>, RecurrentState) {
-        let time_dim = if self.batch_first { 1 } else { 0 };
-        let steps: Vec<Tensor<2>> = input
-            .iter_dim(time_dim)
-            .map(|x| x.squeeze_dim(time_dim))
-            .collect();
-        let (outputs, state) = self.forward_steps(steps, state, lengths);
-        (Tensor::stack(outputs, time_dim), state)
+        let input = if self.batch_first {
+            input.swap_dims(0, 1)
+        } else {
+            input
+        };
+        let (out, state) = self.run_layers(Seq::Whole(input), state, lengths);
+        let out = out.whole();
+        let out = if self.batch_first {
+            out.swap_dims(0, 1)
+        } else {
+            out
+        };
+        (out, state)
     }
 
-    /// [`forward`](Self::forward) over a list of steps, each `[batch, features]`: the form that
-    /// costs nothing extra in the backward pass.
-    ///
-    /// # Panics
-    /// On an empty sequence, a length of 0 or past the sequence, or a state of the wrong shape.
+    /// [`forward`](Self::forward) over a list of steps, each `[batch, features]`.
     pub fn forward_steps(
         &self,
-        mut steps: Vec<Tensor<2>>,
+        steps: Vec<Tensor<2>>,
         state: Option<RecurrentState>,
         lengths: Option<&[usize]>,
     ) -> (Vec<Tensor<2>>, RecurrentState) {
-        let time = steps.len();
+        let (out, state) = self.run_layers(Seq::Steps(steps), state, lengths);
+        (out.steps(), state)
+    }
+
+    fn run_layers(
+        &self,
+        mut seq: Seq,
+        state: Option<RecurrentState>,
+        lengths: Option<&[usize]>,
+    ) -> (Seq, RecurrentState) {
+        let (time, batch) = seq.time_batch();
         assert!(time > 0, "a recurrent layer needs at least one time step");
-        let [batch, _] = steps[0].dims();
-        let device = steps[0].device();
+        let device = seq.device();
         let masks = lengths.map(|l| self.masks(l, batch, time, &device));
         let directions = self.directions();
         let is_lstm = self.cell == Cell::Lstm;
@@ -328,31 +342,27 @@ impl Recurrent {
         let mut finals = Vec::with_capacity(self.layers.len() * directions);
         for (k, layer) in self.layers.iter().enumerate() {
             if k > 0 {
-                steps = steps.into_iter().map(|x| self.dropout.forward(x)).collect();
+                seq = seq.map(|x| self.dropout.forward(x), |x| self.dropout.forward(x));
             }
             let (forward, last) = self.run(
                 &layer.forward,
-                &steps,
+                &mut seq,
                 initial(k * directions),
                 masks.as_deref(),
                 false,
             );
             finals.push(last);
-            steps = match &layer.reverse {
+            seq = match &layer.reverse {
                 Some(reverse) => {
                     let (backward, last) = self.run(
                         reverse,
-                        &steps,
+                        &mut seq,
                         initial(k * directions + 1),
                         masks.as_deref(),
                         true,
                     );
                     finals.push(last);
-                    forward
-                        .into_iter()
-                        .zip(backward)
-                        .map(|(f, b)| Tensor::cat(vec![f, b], 1))
-                        .collect()
+                    Seq::concat(forward, backward)
                 }
                 None => forward,
             };
@@ -360,7 +370,7 @@ impl Recurrent {
         let c =
             is_lstm.then(|| Tensor::stack(finals.iter().filter_map(|s| s.c.clone()).collect(), 0));
         let h = Tensor::stack(finals.into_iter().map(|s| s.h).collect(), 0);
-        (steps, RecurrentState { h, c })
+        (seq, RecurrentState { h, c })
     }
 
     /// One mask per step, true where the step is padding.
@@ -388,16 +398,46 @@ impl Recurrent {
             .collect()
     }
 
-    /// Runs one direction of one layer over the steps; returns each step's output (in time
-    /// order) and the final state.
+    /// Runs one direction of one layer over the sequence; returns each step's output (in time
+    /// order) and the final state. An LSTM without lengths runs as one fused operation where
+    /// the backend has it ([`crate::fused`]); everything else steps through time here.
     fn run(
         &self,
         weights: &Direction,
-        steps: &[Tensor<2>],
+        seq: &mut Seq,
         mut state: StepState,
         masks: Option<&[StepMask]>,
         reverse: bool,
-    ) -> (Vec<Tensor<2>>, StepState) {
+    ) -> (Seq, StepState) {
+        #[cfg(feature = "flex")]
+        if self.cell == Cell::Lstm
+            && masks.is_none()
+            && let (Some(b_ih), Some(b_hh), Some(c0)) =
+                (&weights.bias_ih, &weights.bias_hh, &state.c)
+            && crate::fused::available(&seq.device())
+        {
+            let x = seq.make_whole();
+            let x = if reverse { x.flip([0]) } else { x };
+            let (hs, c) = crate::fused::lstm_sequence(
+                x,
+                weights.weight_ih.val(),
+                weights.weight_hh.val(),
+                b_ih.val() + b_hh.val(),
+                state.h.clone(),
+                c0.clone(),
+            );
+            let [time, batch, hidden] = hs.dims();
+            let last = hs.clone().narrow(0, time - 1, 1).reshape([batch, hidden]);
+            let hs = if reverse { hs.flip([0]) } else { hs };
+            return (
+                Seq::Whole(hs),
+                StepState {
+                    h: last,
+                    c: Some(c),
+                },
+            );
+        }
+        let steps = seq.make_steps();
         let cell = CellWeights::new(self.cell, weights);
         let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps.len()];
         let order: Box<dyn Iterator<Item = usize>> = if reverse {
@@ -425,7 +465,98 @@ impl Recurrent {
             outputs[t] = Some(output);
             state = next;
         }
-        (outputs.into_iter().flatten().collect(), state)
+        (Seq::Steps(outputs.into_iter().flatten().collect()), state)
+    }
+}
+
+/// A sequence between layers, `[time, batch, features]` as one tensor or as a list of steps:
+/// it stays in the form the last layer made, and changes form only when the next layer needs
+/// the other (a list is stacked for free, but taking a tracked tensor apart costs a full-size
+/// zero tensor per step in the backward pass).
+#[derive(Clone)]
+enum Seq {
+    Whole(Tensor<3>),
+    Steps(Vec<Tensor<2>>),
+}
+
+impl Seq {
+    fn time_batch(&self) -> (usize, usize) {
+        match self {
+            Self::Whole(x) => {
+                let [t, b, _] = x.dims();
+                (t, b)
+            }
+            Self::Steps(s) => (s.len(), s.first().map_or(0, |x| x.dims()[0])),
+        }
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Self::Whole(x) => x.device(),
+            Self::Steps(s) => s.first().map(|x| x.device()).unwrap_or_default(),
+        }
+    }
+
+    fn whole(self) -> Tensor<3> {
+        match self {
+            Self::Whole(x) => x,
+            Self::Steps(s) => Tensor::stack(s, 0),
+        }
+    }
+
+    fn steps(self) -> Vec<Tensor<2>> {
+        match self {
+            Self::Whole(x) => x.iter_dim(0).map(|x| x.squeeze_dim(0)).collect(),
+            Self::Steps(s) => s,
+        }
+    }
+
+    /// The tensor form (converting in place, so that a second direction reuses it).
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    fn make_whole(&mut self) -> Tensor<3> {
+        if let Self::Steps(_) = self {
+            *self = Self::Whole(self.clone().whole());
+        }
+        match self {
+            Self::Whole(x) => x.clone(),
+            Self::Steps(_) => unreachable!("converted above"),
+        }
+    }
+
+    /// The list form (converting in place).
+    fn make_steps(&mut self) -> Vec<Tensor<2>> {
+        if let Self::Whole(_) = self {
+            *self = Self::Steps(self.clone().steps());
+        }
+        match self {
+            Self::Steps(s) => s.clone(),
+            Self::Whole(_) => unreachable!("converted above"),
+        }
+    }
+
+    fn map(
+        self,
+        whole: impl Fn(Tensor<3>) -> Tensor<3>,
+        step: impl Fn(Tensor<2>) -> Tensor<2>,
+    ) -> Self {
+        match self {
+            Self::Whole(x) => Self::Whole(whole(x)),
+            Self::Steps(s) => Self::Steps(s.into_iter().map(step).collect()),
+        }
+    }
+
+    /// Both directions' outputs side by side.
+    fn concat(forward: Seq, backward: Seq) -> Seq {
+        match (forward, backward) {
+            (Self::Whole(f), Self::Whole(b)) => Self::Whole(Tensor::cat(vec![f, b], 2)),
+            (f, b) => Self::Steps(
+                f.steps()
+                    .into_iter()
+                    .zip(b.steps())
+                    .map(|(f, b)| Tensor::cat(vec![f, b], 1))
+                    .collect(),
+            ),
+        }
     }
 }
 

@@ -1,0 +1,563 @@
+//! One LSTM layer (one direction) over a whole sequence as a single operation with its own
+//! backward pass, the way cuDNN and PyTorch's fused kernels do it:
+//!
+//! - forward: the input projection of every step is **one** product, `X · W_ihᵀ` over all
+//!   `time × batch` rows; each step adds one recurrent product `h · W_hhᵀ` and the gate
+//!   arithmetic;
+//! - backward (back-propagation through time): only `dh_{t-1} = dG_t · W_hh` is sequential;
+//!   the weight gradients `dW_ih = dGᵀ · X`, `dW_hh = dGᵀ · H_prev` and the input gradient
+//!   `dX = dG · W_ih` are **one** product each over the whole sequence, instead of one small
+//!   product per step in autodiff's per-step graph.
+//!
+//! It is a Burn backend extension (`#[backend_extension]`): the forward body is written once
+//! over the backend's tensor operations, and the `Autodiff` implementation records one node
+//! whose [`Backward`] runs the pass above. It is compiled in with the `flex` backend and used
+//! there; [`Recurrent`](crate::recurrent::Recurrent) falls back to its per-step graph on other
+//! backends, for sequences with lengths, and for cells other than the LSTM.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Shape, Slice};
+
+/// An LSTM layer over a whole sequence as one operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait LstmOps: Backend {
+    /// Runs an LSTM layer over `x` (`[time, batch, input]`) from `h0`, `c0` (`[batch, hidden]`)
+    /// with PyTorch's gate order (`w_ih` `[4 hidden, input]`, `w_hh` `[4 hidden, hidden]`,
+    /// `bias` = `b_ih + b_hh`, `[4 hidden]`). Returns `[time + 1, batch, hidden]`: every step's
+    /// `h`, then the final `c`.
+    fn lstm_sequence(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl LstmOps for Flex {
+    fn lstm_sequence(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        lstm_forward::<Self>(x, w_ih, w_hh, bias, h0, c0).0
+    }
+}
+
+/// The gate arithmetic of one LSTM step and its derivative: written with the backend's tensor
+/// operations by default, and as one pass over the numbers on flex.
+pub trait LstmCell: Backend {
+    /// From the pre-activations `z` (`[batch, 4 hidden]`, gates i, f, g, o) and `c_prev`
+    /// (`[batch, hidden]`) to the activated gates `[σ(i), σ(f), tanh(g), σ(o)]`, `c` and `h`.
+    fn lstm_cell(
+        z: FloatTensor<Self>,
+        c_prev: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let hidden = dims::<Self>(&c_prev)[1];
+        let i = Self::sigmoid(gate::<Self>(&z, 0, hidden));
+        let f = Self::sigmoid(gate::<Self>(&z, 1, hidden));
+        let g = Self::float_tanh(gate::<Self>(&z, 2, hidden));
+        let o = Self::sigmoid(gate::<Self>(&z, 3, hidden));
+        let c = Self::float_add(
+            Self::float_mul(f.clone(), c_prev),
+            Self::float_mul(i.clone(), g.clone()),
+        );
+        let h = Self::float_mul(o.clone(), Self::float_tanh(c.clone()));
+        (Self::float_cat(vec![i, f, g, o], 1), c, h)
+    }
+
+    /// The backward pass of [`lstm_cell`](Self::lstm_cell): from the step's gates, `c`,
+    /// `c_prev`, and the gradients reaching its `h` and `c`, to the gradients of `z` and
+    /// `c_prev`.
+    fn lstm_cell_backward(
+        gates: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        c_prev: FloatTensor<Self>,
+        dh: FloatTensor<Self>,
+        dc: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let hidden = dims::<Self>(&c)[1];
+        let (i, f, g, o) = (
+            gate::<Self>(&gates, 0, hidden),
+            gate::<Self>(&gates, 1, hidden),
+            gate::<Self>(&gates, 2, hidden),
+            gate::<Self>(&gates, 3, hidden),
+        );
+        let tanh_c = Self::float_tanh(c);
+        // h = o tanh(c): the output gate's share, and the cell's.
+        let d_o = Self::float_mul(dh.clone(), tanh_c.clone());
+        let dtanh = one_minus::<Self>(Self::float_mul(tanh_c.clone(), tanh_c));
+        let dc = Self::float_add(dc, Self::float_mul(Self::float_mul(dh, o.clone()), dtanh));
+        // c = f c_prev + i g.
+        let d_i = Self::float_mul(dc.clone(), g.clone());
+        let d_f = Self::float_mul(dc.clone(), c_prev);
+        let d_g = Self::float_mul(dc.clone(), i.clone());
+        let dc_prev = Self::float_mul(dc, f.clone());
+        // Through the activations: σ' = σ(1 - σ), tanh' = 1 - tanh².
+        let sig = |d: FloatTensor<Self>, s: FloatTensor<Self>| {
+            Self::float_mul(d, Self::float_mul(s.clone(), one_minus::<Self>(s)))
+        };
+        let dz = Self::float_cat(
+            vec![
+                sig(d_i, i),
+                sig(d_f, f),
+                Self::float_mul(d_g, one_minus::<Self>(Self::float_mul(g.clone(), g))),
+                sig(d_o, o),
+            ],
+            1,
+        );
+        (dz, dc_prev)
+    }
+}
+
+impl LstmCell for Flex {
+    fn lstm_cell(
+        z: FloatTensor<Self>,
+        c_prev: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [batch, hidden] = dims::<Self>(&c_prev)[..] else {
+            unreachable!("c is [batch, hidden]")
+        };
+        let (z, c_prev) = (flex_values(&z), flex_values(&c_prev));
+        let mut gates = vec![0.0f32; batch * 4 * hidden];
+        let mut c = vec![0.0f32; batch * hidden];
+        let mut h = vec![0.0f32; batch * hidden];
+        let rows = z
+            .chunks_exact(4 * hidden)
+            .zip(gates.chunks_exact_mut(4 * hidden))
+            .zip(c.chunks_exact_mut(hidden).zip(h.chunks_exact_mut(hidden)))
+            .zip(c_prev.chunks_exact(hidden));
+        for (((z, gates), (c, h)), c_prev) in rows {
+            let (zi, rest) = z.split_at(hidden);
+            let (zf, rest) = rest.split_at(hidden);
+            let (zg, zo) = rest.split_at(hidden);
+            let (gi, rest) = gates.split_at_mut(hidden);
+            let (gf, rest) = rest.split_at_mut(hidden);
+            let (gg, go) = rest.split_at_mut(hidden);
+            // One simple loop per quantity: each vectorises.
+            for (out, z) in [(&mut *gi, zi), (&mut *gf, zf), (&mut *go, zo)] {
+                for (y, &x) in out.iter_mut().zip(z) {
+                    *y = cpu::sigmoid(x);
+                }
+            }
+            for (y, &x) in gg.iter_mut().zip(zg) {
+                *y = cpu::tanh(x);
+            }
+            for ((((c, &c_prev), &f), &i), &g) in
+                c.iter_mut().zip(c_prev).zip(&*gf).zip(&*gi).zip(&*gg)
+            {
+                *c = f * c_prev + i * g;
+            }
+            for ((h, &c), &o) in h.iter_mut().zip(&*c).zip(&*go) {
+                *h = o * cpu::tanh(c);
+            }
+        }
+        (
+            flex_tensor(gates, [batch, 4 * hidden]),
+            flex_tensor(c, [batch, hidden]),
+            flex_tensor(h, [batch, hidden]),
+        )
+    }
+
+    fn lstm_cell_backward(
+        gates: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        c_prev: FloatTensor<Self>,
+        dh: FloatTensor<Self>,
+        dc: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [batch, hidden] = dims::<Self>(&c)[..] else {
+            unreachable!("c is [batch, hidden]")
+        };
+        let (gates, c, c_prev) = (flex_values(&gates), flex_values(&c), flex_values(&c_prev));
+        let (dh, dc) = (flex_values(&dh), flex_values(&dc));
+        let mut dz = vec![0.0f32; batch * 4 * hidden];
+        let mut dc_prev = vec![0.0f32; batch * hidden];
+        let rows = gates
+            .chunks_exact(4 * hidden)
+            .zip(dz.chunks_exact_mut(4 * hidden))
+            .zip(c.chunks_exact(hidden).zip(c_prev.chunks_exact(hidden)))
+            .zip(dh.chunks_exact(hidden).zip(dc.chunks_exact(hidden)))
+            .zip(dc_prev.chunks_exact_mut(hidden));
+        for ((((g4, dz), (c, c_prev)), (dh, dc_in)), dc_prev) in rows {
+            let (gi, rest) = g4.split_at(hidden);
+            let (gf, rest) = rest.split_at(hidden);
+            let (gg, go) = rest.split_at(hidden);
+            let (di, rest) = dz.split_at_mut(hidden);
+            let (df, rest) = rest.split_at_mut(hidden);
+            let (dg, d_o) = rest.split_at_mut(hidden);
+            // tanh(c) first, in a loop of its own (it vectorises); then plain arithmetic.
+            let mut tanh_c = vec![0.0f32; hidden];
+            for (t, &c) in tanh_c.iter_mut().zip(c) {
+                *t = cpu::tanh(c);
+            }
+            let (gi, gf, gg, go) = (&gi[..hidden], &gf[..hidden], &gg[..hidden], &go[..hidden]);
+            let (di, df, dg, d_o) = (
+                &mut di[..hidden],
+                &mut df[..hidden],
+                &mut dg[..hidden],
+                &mut d_o[..hidden],
+            );
+            let (c_prev, dh, dc_in) = (&c_prev[..hidden], &dh[..hidden], &dc_in[..hidden]);
+            let dc_prev = &mut dc_prev[..hidden];
+            for j in 0..hidden {
+                let (i, f, g, o, t) = (gi[j], gf[j], gg[j], go[j], tanh_c[j]);
+                let dcj = dc_in[j] + dh[j] * o * (1.0 - t * t);
+                di[j] = dcj * g * i * (1.0 - i);
+                df[j] = dcj * c_prev[j] * f * (1.0 - f);
+                dg[j] = dcj * i * (1.0 - g * g);
+                d_o[j] = dh[j] * t * o * (1.0 - o);
+                dc_prev[j] = dcj * f;
+            }
+        }
+        (
+            flex_tensor(dz, [batch, 4 * hidden]),
+            flex_tensor(dc_prev, [batch, hidden]),
+        )
+    }
+}
+
+/// A flex tensor's numbers, in row-major order (borrowed when it is contiguous).
+fn flex_values(t: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(values) => std::borrow::Cow::Borrowed(values),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("an f32 tensor, contiguous")
+                .to_vec(),
+        ),
+    }
+}
+
+/// A flex tensor made from `values` without copying them.
+fn flex_tensor<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+) -> burn::backend::flex::FlexTensor {
+    burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
+}
+
+/// `exp`, `σ` and `tanh` in plain arithmetic that the compiler turns into SIMD code over a
+/// loop (libm's are one number at a time). `exp` is Cephes' `expf` (relative error below
+/// 2e-7 over its range).
+mod cpu {
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        let x = x.clamp(-87.3, 88.3);
+        // Round to nearest by adding 1.5 × 2²³ (|x log2 e| < 128 here): the sum's low bits
+        // are then n itself, so 2ⁿ is built with integer operations. Neither `floor` nor a
+        // float-to-int cast (which saturates) is needed, and the loop vectorises on any x86-64.
+        const ROUND: f32 = 12_582_912.0;
+        let t = x * LOG2E + ROUND;
+        let n = t - ROUND;
+        let pow2n =
+            f32::from_bits((t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let mut p = 1.987_569_1e-4f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 5.000_000_1e-1;
+        let y = p * r * r + r + 1.0;
+        y * pow2n
+    }
+
+    #[inline(always)]
+    pub fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + exp(-x))
+    }
+
+    #[inline(always)]
+    pub fn tanh(x: f32) -> f32 {
+        2.0 * sigmoid(2.0 * x) - 1.0
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn close_to_libm() {
+            let mut worst = [0.0f32; 3];
+            for k in -4000..=4000 {
+                let x = k as f32 * 0.01;
+                let s = 1.0 / (1.0 + (-x).exp());
+                worst[0] = worst[0].max(((super::exp(x) - x.exp()) / x.exp()).abs());
+                worst[1] = worst[1].max((super::sigmoid(x) - s).abs());
+                worst[2] = worst[2].max((super::tanh(x) - x.tanh()).abs());
+            }
+            assert!(worst[0] < 3e-7, "exp: {}", worst[0]);
+            assert!(worst[1] < 2e-7, "sigmoid: {}", worst[1]);
+            assert!(worst[2] < 4e-7, "tanh: {}", worst[2]);
+        }
+    }
+}
+
+/// What the backward pass needs from the forward one.
+#[derive(Debug, Clone)]
+struct Cache<B: Backend> {
+    /// The input, `[time × batch, input]`.
+    x: FloatTensor<B>,
+    w_ih: FloatTensor<B>,
+    w_hh: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    c0: FloatTensor<B>,
+    /// Each step's `h`, `[batch, hidden]`.
+    hs: Vec<FloatTensor<B>>,
+    /// Each step's `c`.
+    cs: Vec<FloatTensor<B>>,
+    /// Each step's activated gates `[σ(i), σ(f), tanh(g), σ(o)]`, `[batch, 4 hidden]`.
+    gates: Vec<FloatTensor<B>>,
+}
+
+fn dims<B: Backend>(t: &FloatTensor<B>) -> Vec<usize> {
+    t.shape().to_vec()
+}
+
+/// Columns `[k × hidden, (k + 1) × hidden)` of a `[batch, 4 hidden]` tensor.
+fn gate<B: Backend>(t: &FloatTensor<B>, k: usize, hidden: usize) -> FloatTensor<B> {
+    let start = (k * hidden) as isize;
+    B::float_slice(
+        t.clone(),
+        &[
+            Slice::from(..),
+            Slice::new(start, Some(start + hidden as isize), 1),
+        ],
+    )
+}
+
+/// `1 - t`.
+fn one_minus<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_add_scalar(B::float_neg(t), 1.0f32.into())
+}
+
+fn lstm_forward<B: LstmCell>(
+    x: FloatTensor<B>,
+    w_ih: FloatTensor<B>,
+    w_hh: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    c0: FloatTensor<B>,
+) -> (FloatTensor<B>, Cache<B>) {
+    let [time, batch, input] = dims::<B>(&x)[..] else {
+        panic!("lstm_sequence takes x as [time, batch, input]")
+    };
+    let hidden = dims::<B>(&h0)[1];
+    let x = B::float_reshape(x, Shape::new([time * batch, input]));
+    // Every step's input projection in one product, with both biases.
+    let projected = B::float_add(
+        B::float_matmul(x.clone(), B::float_transpose(w_ih.clone())),
+        B::float_reshape(bias, Shape::new([1, 4 * hidden])),
+    );
+    let w_hh_t = B::float_transpose(w_hh.clone());
+    let (mut h, mut c) = (h0.clone(), c0.clone());
+    let mut hs = Vec::with_capacity(time);
+    let mut cs = Vec::with_capacity(time);
+    let mut gates = Vec::with_capacity(time);
+    for t in 0..time {
+        let row = (t * batch) as isize;
+        let step = B::float_slice(
+            projected.clone(),
+            &[
+                Slice::new(row, Some(row + batch as isize), 1),
+                Slice::from(..),
+            ],
+        );
+        let z = B::float_add(step, B::float_matmul(h, w_hh_t.clone()));
+        let (step_gates, c_next, h_next) = B::lstm_cell(z, c);
+        (c, h) = (c_next, h_next);
+        hs.push(h.clone());
+        cs.push(c.clone());
+        gates.push(step_gates);
+    }
+    let mut rows: Vec<FloatTensor<B>> = hs
+        .iter()
+        .chain(std::iter::once(&c))
+        .map(|t| B::float_reshape(t.clone(), Shape::new([1, batch, hidden])))
+        .collect();
+    let out = if rows.len() == 1 {
+        rows.remove(0)
+    } else {
+        B::float_cat(rows, 0)
+    };
+    let cache = Cache {
+        x,
+        w_ih,
+        w_hh,
+        h0,
+        c0,
+        hs,
+        cs,
+        gates,
+    };
+    (out, cache)
+}
+
+/// Gradients of the inputs of [`LstmOps::lstm_sequence`] (in its argument order) from the
+/// gradient of its output.
+fn lstm_backward<B: LstmCell>(cache: Cache<B>, grad: FloatTensor<B>) -> [FloatTensor<B>; 6] {
+    let Cache {
+        x,
+        w_ih,
+        w_hh,
+        h0,
+        c0,
+        hs,
+        cs,
+        gates,
+    } = cache;
+    let time = hs.len();
+    let [batch, hidden] = dims::<B>(&h0)[..] else {
+        unreachable!("h0 is [batch, hidden]")
+    };
+    let input = dims::<B>(&x)[1];
+    let grad = B::float_reshape(grad, Shape::new([(time + 1) * batch, hidden]));
+    let rows = |t: usize| {
+        let row = (t * batch) as isize;
+        B::float_slice(
+            grad.clone(),
+            &[
+                Slice::new(row, Some(row + batch as isize), 1),
+                Slice::from(..),
+            ],
+        )
+    };
+    let mut dc = rows(time);
+    let mut dh: Option<FloatTensor<B>> = None;
+    let mut d_gates = vec![None; time];
+    for t in (0..time).rev() {
+        let dh_t = match dh.take() {
+            Some(dh) => B::float_add(dh, rows(t)),
+            None => rows(t),
+        };
+        let c_prev = if t == 0 {
+            c0.clone()
+        } else {
+            cs[t - 1].clone()
+        };
+        let (dz, dc_prev) =
+            B::lstm_cell_backward(gates[t].clone(), cs[t].clone(), c_prev, dh_t, dc);
+        dc = dc_prev;
+        dh = Some(B::float_matmul(dz.clone(), w_hh.clone()));
+        d_gates[t] = Some(dz);
+    }
+    let dz_all = B::float_cat(d_gates.into_iter().flatten().collect(), 0);
+    let dz_t = B::float_transpose(dz_all.clone());
+    let mut h_prev = Vec::with_capacity(time);
+    h_prev.push(h0);
+    h_prev.extend(hs.into_iter().take(time - 1));
+    let h_prev = if h_prev.len() == 1 {
+        h_prev.remove(0)
+    } else {
+        B::float_cat(h_prev, 0)
+    };
+    let d_w_hh = B::float_matmul(dz_t.clone(), h_prev);
+    let d_w_ih = B::float_matmul(dz_t, x);
+    let d_bias = B::float_reshape(
+        B::float_sum_dim(dz_all.clone(), 0),
+        Shape::new([4 * hidden]),
+    );
+    let d_x = B::float_reshape(
+        B::float_matmul(dz_all, w_ih),
+        Shape::new([time, batch, input]),
+    );
+    let d_h0 = dh.unwrap_or_else(|| unreachable!("the sequence has at least one step"));
+    [d_x, d_w_ih, d_w_hh, d_bias, d_h0, dc]
+}
+
+#[derive(Debug)]
+struct LstmBackward;
+
+impl<B: LstmCell> Backward<B, 6> for LstmBackward {
+    type State = Cache<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 6>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let input_grads = lstm_backward::<B>(ops.state, grad);
+        for (parent, g) in ops.parents.into_iter().zip(input_grads) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: LstmCell, C: CheckpointStrategy> LstmOps for Autodiff<B, C> {
+    fn lstm_sequence(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [
+            x.node(),
+            w_ih.node(),
+            w_hh.node(),
+            bias.node(),
+            h0.node(),
+            c0.node(),
+        ];
+        let (out, cache) = lstm_forward::<B>(
+            x.into_primitive(),
+            w_ih.into_primitive(),
+            w_hh.into_primitive(),
+            bias.into_primitive(),
+            h0.into_primitive(),
+            c0.into_primitive(),
+        );
+        match LstmBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(cache, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// Whether the fused layer runs on `device` (the backends the extension is compiled for).
+pub fn available(device: &burn::tensor::Device) -> bool {
+    device.clone().inner() == burn::tensor::Device::flex()
+}
+
+/// [`LstmOps::lstm_sequence`] on Burn tensors: `x` `[time, batch, input]`; returns every step's
+/// `h` (`[time, batch, hidden]`) and the final `c` (`[batch, hidden]`).
+pub fn lstm_sequence(
+    x: burn::tensor::Tensor<3>,
+    w_ih: burn::tensor::Tensor<2>,
+    w_hh: burn::tensor::Tensor<2>,
+    bias: burn::tensor::Tensor<1>,
+    h0: burn::tensor::Tensor<2>,
+    c0: burn::tensor::Tensor<2>,
+) -> (burn::tensor::Tensor<3>, burn::tensor::Tensor<2>) {
+    let [time, batch, _] = x.dims();
+    let hidden = h0.dims()[1];
+    let out = <burn::backend::Dispatch as LstmOps>::lstm_sequence(
+        x.into_dispatch(),
+        w_ih.into_dispatch(),
+        w_hh.into_dispatch(),
+        bias.into_dispatch(),
+        h0.into_dispatch(),
+        c0.into_dispatch(),
+    );
+    let out = burn::tensor::Tensor::<3>::from_dispatch(out);
+    let hs = out.clone().narrow(0, 0, time);
+    let c = out.narrow(0, time, 1).reshape([batch, hidden]);
+    (hs, c)
+}
