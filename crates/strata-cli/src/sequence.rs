@@ -46,6 +46,9 @@ pub struct TrainArgs {
     /// Training images held out for validation (row-mnist).
     #[arg(long, default_value_t = 5000)]
     valid_size: usize,
+    /// Train on the first N training images only (row-mnist; quick runs).
+    #[arg(long)]
+    train_limit: Option<usize>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -75,6 +78,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         corpus: args.corpus,
         data_dir: args.data.data_dir,
         valid_size: args.valid_size,
+        train_limit: args.train_limit,
         artifact_dir,
         fit: args.fit.config(backend),
     };

@@ -7,7 +7,6 @@
 //! burn-train's metric bookkeeping, after a warm-up.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -68,18 +67,7 @@ pub fn lstm_train_throughput(
         model = optim.step(lr, model.clone(), out.grads);
         out.item.loss
     };
-    for i in 0..warmup {
-        let _ = step(i).into_scalar::<f32>();
-    }
-    let started = Instant::now();
-    let mut last = None;
-    for i in 0..steps {
-        last = Some(step(warmup + i));
-    }
-    if let Some(loss) = last {
-        let _ = loss.into_scalar::<f32>(); // wait for the device
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = strata_train::bench::time_steps(warmup, steps, &mut step);
     TokenThroughput {
         tokens_per_s: (steps * batch_size * seq_len) as f64 / seconds,
         steps,

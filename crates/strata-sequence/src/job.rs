@@ -99,6 +99,8 @@ pub struct TrainSequenceOptions {
     pub data_dir: Option<PathBuf>,
     /// Training images held out for validation (row-mnist).
     pub valid_size: usize,
+    /// Train on the first N training images only (row-mnist; quick runs).
+    pub train_limit: Option<usize>,
     /// Where the results go.
     pub artifact_dir: PathBuf,
     /// The training run (`model_type` is filled in by the job).
@@ -182,6 +184,11 @@ impl TrainSequenceOptions {
         }
         match self.task {
             SequenceTask::CharLm => {
+                if self.train_limit.is_some() {
+                    return invalid(
+                        "--train-limit is for --task row-mnist; shorten a corpus with --max-steps",
+                    );
+                }
                 if self.seq_len == 0 {
                     return invalid(
                         "--seq-len must be at least 1: a window holds --seq-len characters to read and predict",
@@ -202,6 +209,9 @@ impl TrainSequenceOptions {
                 }
                 if self.valid_size == 0 {
                     return invalid("--valid-size must be at least 1");
+                }
+                if self.train_limit == Some(0) {
+                    return invalid("--train-limit must be at least 1");
                 }
             }
         }
@@ -234,6 +244,7 @@ fn job_options(opts: &TrainSequenceOptions) -> serde_json::Value {
         "seq-len": opts.seq_len,
         "corpus": opts.corpus,
         "valid-size": opts.valid_size,
+        "train-limit": opts.train_limit,
     })
 }
 
@@ -340,7 +351,12 @@ fn train_row_mnist(
     fit_config.model_type = ROW_RNN.into();
     let job = job_options(opts);
     let resume_from = strata_train::fit::prepare(dir, &fit_config, job.clone())?.map(|r| r.period);
-    let splits = MnistSplits::load(MnistKind::Mnist, opts.data_dir.as_deref(), opts.valid_size)?;
+    let mut splits =
+        MnistSplits::load(MnistKind::Mnist, opts.data_dir.as_deref(), opts.valid_size)?;
+    if let Some(limit) = opts.train_limit {
+        let n = limit.min(splits.train.len());
+        splits.train = splits.train.slice(0..n);
+    }
     let (rows, cols) = (splits.train.rows, splits.train.cols);
     let labels = splits.kind.labels();
     let model_config = RowClassifierConfig::new(cols, labels.len())

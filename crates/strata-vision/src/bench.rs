@@ -5,8 +5,6 @@
 //! backward) followed by an Adam step, on normalised MNIST batches — without burn-train's
 //! metric bookkeeping, after a warm-up.
 
-use std::time::Instant;
-
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use burn::train::TrainStep;
@@ -57,18 +55,7 @@ pub fn cnn_train_throughput(
         model = optim.step(1e-3, model.clone(), out.grads);
         out.item.loss
     };
-    for i in 0..warmup {
-        let _ = step(i).into_scalar::<f32>();
-    }
-    let started = Instant::now();
-    let mut last = None;
-    for i in 0..steps {
-        last = Some(step(warmup + i));
-    }
-    if let Some(loss) = last {
-        let _ = loss.into_scalar::<f32>(); // wait for the device
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = strata_train::bench::time_steps(warmup, steps, &mut step);
     Throughput {
         images_per_s: (steps * batch_size) as f64 / seconds,
         steps,
@@ -90,18 +77,7 @@ pub fn resnet18_throughput(
     let data = strata_tensor::parity::fixed_data([batch_size, 3, 224, 224]);
     let labels: Vec<i64> = (0..batch_size as i64).map(|i| i * 37 % 1000).collect();
     let time = |mut step: Box<dyn FnMut() -> Tensor<1> + '_>| {
-        for _ in 0..warmup {
-            let _ = step().into_scalar::<f32>();
-        }
-        let started = Instant::now();
-        let mut last = None;
-        for _ in 0..steps {
-            last = Some(step());
-        }
-        if let Some(out) = last {
-            let _ = out.into_scalar::<f32>(); // wait for the device
-        }
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = strata_train::bench::time_steps(warmup, steps, |_| step());
         Throughput {
             images_per_s: (steps * batch_size) as f64 / seconds,
             steps,

@@ -244,25 +244,6 @@ pub fn affine(pixels: &[u8], rows: usize, cols: usize, angle: f32, dx: f32, dy: 
     out
 }
 
-/// A data loader of `dataset` in batches of `batch_size` made by `batcher` on `device`,
-/// shuffled with `shuffle`'s seed (in order without), items prepared on `workers` threads (0:
-/// on the loading thread).
-pub fn image_loader<I, B, D>(
-    batcher: B,
-    dataset: D,
-    batch_size: usize,
-    shuffle: Option<u64>,
-    workers: usize,
-    device: &Device,
-) -> std::sync::Arc<dyn burn::data::dataloader::DataLoader<ImageBatch>>
-where
-    I: Send + Sync + Clone + std::fmt::Debug + 'static,
-    B: Batcher<I, ImageBatch> + 'static,
-    D: Dataset<I> + 'static,
-{
-    strata_train::data::loader(batcher, dataset, batch_size, shuffle, workers, device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,11 +20,12 @@ use strata_train::artifact::{self, ArtifactError, WEIGHTS_FILE};
 use strata_train::eval::{Score, evaluate};
 use strata_train::{FitConfig, Metrics, fit};
 
-use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization, image_loader};
+use crate::data::{Augment, ImageBatch, ImageBatcher, ImageDataset, Normalization};
 use crate::digit::{self, DigitError};
 use crate::mnist::{DatasetError, MnistKind, MnistSplits};
 use crate::models::{ModelError, VisionConfig, VisionNet};
 use crate::viz::{feature_maps_image, filters_image, save_png};
+use strata_train::data::loader as image_loader;
 
 /// The `model_type`s a vision artifact dir may hold.
 pub const MODEL_TYPES: &[&str] = &["strata-simple-cnn", "strata-lenet5", "strata-resnet"];

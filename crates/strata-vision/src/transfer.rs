@@ -24,7 +24,7 @@ use strata_train::artifact::{self, WEIGHTS_FILE};
 use strata_train::eval::evaluate;
 use strata_train::{FitConfig, LrGroup, fit};
 
-use crate::data::{Normalization, image_loader};
+use crate::data::Normalization;
 use crate::folder::{FolderBatcher, ImageFolder, TrainTransform};
 use crate::job::{
     ArtifactConfig, ClassProb, JobError, TrainVisionReport, TrainedOn, finish_run, top_classes,
@@ -33,6 +33,7 @@ use crate::models::resnet::STAGES;
 use crate::models::{ResNet, ResNetArch, VisionConfig, VisionNet};
 use crate::preprocess::{ImageNetPreset, imagenet_classes, load_rgb};
 use crate::viz::{filters_image, save_png};
+use strata_train::data::loader as image_loader;
 
 /// How much of a pretrained network is retrained (`--strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
