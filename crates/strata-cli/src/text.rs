@@ -31,16 +31,16 @@ pub struct GenerateArgs {
     #[arg(long)]
     greedy: bool,
     /// Divide the logits by T before sampling (below 1: safer, above 1: more varied).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample among the K most probable tokens only.
     #[arg(long)]
     top_k: Option<usize>,
     /// Sample among the most probable tokens whose probabilities add up to P (nucleus sampling).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
     /// Penalise tokens already in the text (Hugging Face's rule: logits divided by R if positive, times R if negative).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     repetition_penalty: Option<f32>,
     /// Seed of the sampling.
     #[arg(long, default_value_t = 42)]

@@ -170,7 +170,8 @@ fn a_char_model_trains_then_generates_reproducibly() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("ROMEO:"));
-    assert_eq!(text.trim_end_matches('\n').chars().count(), 16, "{text:?}");
+    let line = text.strip_suffix('\n').expect("a final newline");
+    assert_eq!(line.chars().count(), 16, "{text:?}");
 
     // Bad prompts and sampling settings.
     let out = strata(&[
@@ -217,13 +218,15 @@ fn a_row_by_row_lstm_learns_mnist_digits() {
         "--task",
         "row-mnist",
         "--train-limit",
-        "3000",
+        "5000",
         "--valid-size",
         "1000",
         "--hidden",
         "64",
+        "--batch-size",
+        "32",
         "--epochs",
-        "1",
+        "3",
         "--artifact-dir",
         dir.to_str().unwrap(),
         "--format",
@@ -231,7 +234,7 @@ fn a_row_by_row_lstm_learns_mnist_digits() {
     ]);
     let report = json(&out);
     let accuracy = report["test_accuracy"].as_f64().expect("test_accuracy");
-    // 3,000 images read row by row for one epoch: far above the 10 % of chance.
+    // 5,000 images read row by row, three times: far above the 10 % of chance.
     assert!(accuracy > 0.6, "test accuracy {accuracy}");
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     assert!(config.contains("\"strata-row-rnn\""), "{config}");
