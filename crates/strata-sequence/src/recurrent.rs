@@ -473,6 +473,8 @@ impl Recurrent {
 /// it stays in the form the last layer made, and changes form only when the next layer needs
 /// the other (a list is stacked for free, but taking a tracked tensor apart costs a full-size
 /// zero tensor per step in the backward pass).
+// A tensor handle is large next to a `Vec`; there is one `Seq` per layer, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Seq {
     Whole(Tensor<3>),
@@ -561,6 +563,7 @@ impl Seq {
 }
 
 /// A direction's weights, arranged once per forward pass for the step function.
+#[allow(clippy::large_enum_variant)]
 enum CellWeights {
     /// RNN and LSTM: one product `[x, h] · w` plus `b` gives every gate.
     Fused {
