@@ -10,7 +10,7 @@
 //! - `fused` (with the `flex` backend): an LSTM layer over a whole sequence as one operation
 //!   with its own backward pass;
 //! - [`job`]: `train-sequence`, and the language model as a decoder for `generate-text`;
-//! - [`bench`]: the `lstm-train` benchmark.
+//! - [`bench`](mod@bench): the `lstm-train` benchmark.
 
 pub mod bench;
 pub mod corpus;
