@@ -278,7 +278,7 @@ fn train_char_lm(
     let model = model_config.init(&device.clone().autodiff());
     let parameters = model.num_params();
     eprintln!(
-        "training a {}-layer {} language model ({parameters} parameters) on {} ({} train / {} valid characters, vocabulary {}), windows of {}, {}, batch {}, {} lr {}, backend {}",
+        "training a {}-layer {} language model ({parameters} parameters) on {} ({} train / {} valid characters, vocabulary {}), windows of {}, {}",
         opts.layers,
         opts.cell,
         path.display(),
@@ -286,11 +286,7 @@ fn train_char_lm(
         corpus.valid.len(),
         corpus.vocab.len(),
         opts.seq_len,
-        fit_config.budget,
-        fit_config.batch_size,
-        fit_config.optimizer.kind,
-        fit_config.optimizer.lr,
-        fit_config.backend,
+        fit_config.describe(),
     );
     let train = loader(
         WindowBatcher,
@@ -369,7 +365,7 @@ fn train_row_mnist(
     let model = model_config.init(&device.clone().autodiff());
     let parameters = model.num_params();
     eprintln!(
-        "training a {}-layer {}{} classifier ({parameters} parameters) on MNIST read row by row ({rows} steps of {cols} pixels; {} train / {} valid / {} test images), {}, batch {}, {} lr {}, backend {}",
+        "training a {}-layer {}{} classifier ({parameters} parameters) on MNIST read row by row ({rows} steps of {cols} pixels; {} train / {} valid / {} test images), {}",
         opts.layers,
         if opts.bidirectional {
             "bidirectional "
@@ -380,11 +376,7 @@ fn train_row_mnist(
         splits.train.len(),
         splits.valid.len(),
         splits.test.len(),
-        fit_config.budget,
-        fit_config.batch_size,
-        fit_config.optimizer.kind,
-        fit_config.optimizer.lr,
-        fit_config.backend,
+        fit_config.describe(),
     );
     let batcher = RowBatcher { rows, cols };
     let train = loader(

@@ -144,6 +144,14 @@ impl FitConfig {
         }
     }
 
+    /// The run in words, as jobs announce it: `5 epochs, batch 64, adam lr 0.001, backend flex`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, batch {}, {} lr {}, backend {}",
+            self.budget, self.batch_size, self.optimizer.kind, self.optimizer.lr, self.backend
+        )
+    }
+
     /// Checks the settings that can be checked before any data is read.
     pub fn validate(&self) -> Result<(), FitError> {
         let invalid = |m: String| Err(FitError::Invalid(m));

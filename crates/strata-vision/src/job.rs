@@ -260,17 +260,13 @@ pub fn train_vision(
     let model = model_config.init(&device.clone().autodiff())?;
     let parameters = model.num_params();
     eprintln!(
-        "training {} ({parameters} parameters) on {} ({} train / {} valid / {} test images), {}, batch {}, {} lr {}, backend {}",
+        "training {} ({parameters} parameters) on {} ({} train / {} valid / {} test images), {}",
         opts.model,
         kind.name(),
         splits.train.len(),
         splits.valid.len(),
         splits.test.len(),
-        fit_config.budget,
-        fit_config.batch_size,
-        fit_config.optimizer.kind,
-        fit_config.optimizer.lr,
-        fit_config.backend,
+        fit_config.describe(),
     );
 
     let mut train_batcher = ImageBatcher::new(rows, cols, &norm);

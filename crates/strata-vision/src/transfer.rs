@@ -334,7 +334,7 @@ pub fn train_transfer(
     let net = VisionNet::Resnet(model);
     let parameters = net.num_params();
     eprintln!(
-        "training {} ({}, {parameters} parameters, strategy {}) on {} ({} classes, {} train / {} val images), {}, batch {}, {} lr {}, backend {}",
+        "training {} ({}, {parameters} parameters, strategy {}) on {} ({} classes, {} train / {} val images), {}",
         opts.arch,
         opts.pretrained.as_deref().unwrap_or("from scratch"),
         opts.strategy,
@@ -342,11 +342,7 @@ pub fn train_transfer(
         classes.len(),
         folder.train().len(),
         folder.val().len(),
-        fit_config.budget,
-        fit_config.batch_size,
-        fit_config.optimizer.kind,
-        fit_config.optimizer.lr,
-        fit_config.backend,
+        fit_config.describe(),
     );
     let mut transform = TrainTransform::imagenet(opts.image_size, seed);
     transform.crop.scale = (opts.crop_scale, 1.0);
