@@ -18,10 +18,11 @@ The last stdout line is {"bench": "lstm-train", "backend": "pytorch", "value": t
 import argparse
 import json
 import os
-import time
 
 import torch
 from torch import nn
+
+from resnet_common import device_name, time_steps
 
 VOCAB = 65
 
@@ -87,6 +88,8 @@ def main():
     window = torch.arange(seq + 1)
     gen = torch.Generator().manual_seed(0)
 
+    losses = []
+
     def step():
         starts = torch.randint(0, len(tokens) - seq - 1, (bs,), generator=gen)
         chunk = tokens[starts[:, None] + window]
@@ -97,21 +100,16 @@ def main():
         loss = loss_fn(logits.reshape(-1, vocab_size), y.reshape(-1))
         loss.backward()
         opt.step()
+        losses[:] = [loss]
         return loss
 
-    for _ in range(args.warmup):
-        step().item()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    loss.item()
-    secs = time.perf_counter() - t0
+    secs = time_steps(step, args.warmup, args.steps, device)
     print(json.dumps({
         "bench": "lstm-train",
         "backend": "pytorch",
         "value": round(args.steps * bs * seq / secs, 1),
         "unit": "tokens/s",
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "steps": args.steps,
@@ -120,7 +118,7 @@ def main():
         "seq_len": seq,
         "vocab": vocab_size,
         "data": data,
-        "loss": round(loss.item(), 4),
+        "loss": round(losses[-1].item(), 4),
     }))
 
 

@@ -1,4 +1,5 @@
-"""Shared by the ResNet-18 baselines: the same fixed input as Strata's benchmark, timing."""
+"""Shared by the baselines: the ResNet-18 baselines' arguments, model and fixed input (the same as
+Strata's benchmark), and the timing and device name of every baseline."""
 
 import argparse
 import os
@@ -28,7 +29,8 @@ def fixed_input(batch_size, device):
 
 
 def time_steps(step, warmup, steps, device):
-    """Images/s of `steps` calls of `step` after `warmup` untimed ones."""
+    """Seconds of `steps` calls of `step` after `warmup` untimed ones (the last result is read back,
+    so that queued GPU work is counted)."""
     for _ in range(warmup):
         step().item()
     t0 = time.perf_counter()

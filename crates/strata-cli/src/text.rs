@@ -105,14 +105,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     };
     let generation = generate(&mut model, &prompt_ids, &options, &mut on_token)?;
-    let new_text = vocab.decode(&generation.generated_ids);
     match args.report.format {
         Format::Json => println!(
             "{}",
             serde_json::json!({
                 "prompt_ids": generation.prompt_ids,
                 "generated_ids": generation.generated_ids,
-                "text": new_text,
+                "text": text,
                 "prompt_tokens_per_s": generation.prompt_tokens_per_s(),
                 "decode_tokens_per_s": generation.decode_tokens_per_s(),
                 "stop": format!("{:?}", generation.stop),

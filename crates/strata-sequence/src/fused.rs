@@ -338,6 +338,18 @@ fn gate<B: Backend>(t: &FloatTensor<B>, k: usize, hidden: usize) -> FloatTensor<
     )
 }
 
+/// Step `t`'s rows `[t × batch, (t + 1) × batch)` of a `[time × batch, features]` tensor.
+fn step_rows<B: Backend>(t_all: &FloatTensor<B>, t: usize, batch: usize) -> FloatTensor<B> {
+    let row = (t * batch) as isize;
+    B::float_slice(
+        t_all.clone(),
+        &[
+            Slice::new(row, Some(row + batch as isize), 1),
+            Slice::from(..),
+        ],
+    )
+}
+
 /// `1 - t`.
 fn one_minus<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     B::float_add_scalar(B::float_neg(t), 1.0f32.into())
@@ -367,31 +379,23 @@ fn lstm_forward<B: LstmCell>(
     let mut cs = Vec::with_capacity(time);
     let mut gates = Vec::with_capacity(time);
     for t in 0..time {
-        let row = (t * batch) as isize;
-        let step = B::float_slice(
-            projected.clone(),
-            &[
-                Slice::new(row, Some(row + batch as isize), 1),
-                Slice::from(..),
-            ],
+        let z = B::float_add(
+            step_rows::<B>(&projected, t, batch),
+            B::float_matmul(h, w_hh_t.clone()),
         );
-        let z = B::float_add(step, B::float_matmul(h, w_hh_t.clone()));
         let (step_gates, c_next, h_next) = B::lstm_cell(z, c);
         (c, h) = (c_next, h_next);
         hs.push(h.clone());
         cs.push(c.clone());
         gates.push(step_gates);
     }
-    let mut rows: Vec<FloatTensor<B>> = hs
+    // At least two rows (one step, then c): the steps' h, then the final c.
+    let rows = hs
         .iter()
         .chain(std::iter::once(&c))
         .map(|t| B::float_reshape(t.clone(), Shape::new([1, batch, hidden])))
         .collect();
-    let out = if rows.len() == 1 {
-        rows.remove(0)
-    } else {
-        B::float_cat(rows, 0)
-    };
+    let out = B::float_cat(rows, 0);
     let cache = Cache {
         x,
         w_ih,
@@ -424,16 +428,7 @@ fn lstm_backward<B: LstmCell>(cache: Cache<B>, grad: FloatTensor<B>) -> [FloatTe
     };
     let input = dims::<B>(&x)[1];
     let grad = B::float_reshape(grad, Shape::new([(time + 1) * batch, hidden]));
-    let rows = |t: usize| {
-        let row = (t * batch) as isize;
-        B::float_slice(
-            grad.clone(),
-            &[
-                Slice::new(row, Some(row + batch as isize), 1),
-                Slice::from(..),
-            ],
-        )
-    };
+    let rows = |t: usize| step_rows::<B>(&grad, t, batch);
     let mut dc = rows(time);
     let mut dh: Option<FloatTensor<B>> = None;
     let mut d_gates = vec![None; time];

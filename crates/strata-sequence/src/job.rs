@@ -248,11 +248,22 @@ fn job_options(opts: &TrainSequenceOptions) -> serde_json::Value {
     })
 }
 
-/// Seeds the device for a run (a resumed one draws new numbers).
-fn seed_run(device: &Device, fit: &FitConfig, resume_from: Option<usize>) -> u64 {
-    let seed = fit.seed.wrapping_add(resume_from.unwrap_or(0) as u64);
+/// What both tasks do before reading data: the harness's settings with the task's
+/// `model_type`, the options a resume must share, the checks of `strata_train::fit::prepare`,
+/// and the device seeded for the run. Returns the settings, those options and the seed.
+fn start_run(
+    opts: &TrainSequenceOptions,
+    model_type: &str,
+    device: &Device,
+) -> Result<(FitConfig, serde_json::Value, u64), JobError> {
+    let mut fit_config = opts.fit.clone();
+    fit_config.model_type = model_type.into();
+    let job = job_options(opts);
+    let resume_from =
+        strata_train::fit::prepare(&opts.artifact_dir, &fit_config, job.clone())?.map(|r| r.period);
+    let seed = fit_config.run_seed(resume_from);
     strata_tensor::seed(device, seed);
-    seed
+    Ok((fit_config, job, seed))
 }
 
 fn train_char_lm(
@@ -261,10 +272,7 @@ fn train_char_lm(
 ) -> Result<TrainSequenceReport, JobError> {
     let started = Instant::now();
     let dir = &opts.artifact_dir;
-    let mut fit_config = opts.fit.clone();
-    fit_config.model_type = CHAR_LM.into();
-    let job = job_options(opts);
-    let resume_from = strata_train::fit::prepare(dir, &fit_config, job.clone())?.map(|r| r.period);
+    let (fit_config, job, seed) = start_run(opts, CHAR_LM, device)?;
     let path = locate_corpus(opts.corpus.as_deref(), opts.data_dir.as_deref())?;
     let text = read_corpus(&path)?;
     let corpus = EncodedCorpus::split(&text, &path, opts.seq_len)?;
@@ -274,7 +282,6 @@ fn train_char_lm(
         .with_hidden_size(opts.hidden)
         .with_num_layers(opts.layers)
         .with_dropout(opts.dropout);
-    let seed = seed_run(device, &fit_config, resume_from);
     let model = model_config.init(&device.clone().autodiff());
     let parameters = model.num_params();
     eprintln!(
@@ -343,10 +350,7 @@ fn train_row_mnist(
 ) -> Result<TrainSequenceReport, JobError> {
     let started = Instant::now();
     let dir = &opts.artifact_dir;
-    let mut fit_config = opts.fit.clone();
-    fit_config.model_type = ROW_RNN.into();
-    let job = job_options(opts);
-    let resume_from = strata_train::fit::prepare(dir, &fit_config, job.clone())?.map(|r| r.period);
+    let (fit_config, job, seed) = start_run(opts, ROW_RNN, device)?;
     let mut splits =
         MnistSplits::load(MnistKind::Mnist, opts.data_dir.as_deref(), opts.valid_size)?;
     if let Some(limit) = opts.train_limit {
@@ -361,7 +365,6 @@ fn train_row_mnist(
         .with_num_layers(opts.layers)
         .with_bidirectional(opts.bidirectional)
         .with_dropout(opts.dropout);
-    let seed = seed_run(device, &fit_config, resume_from);
     let model = model_config.init(&device.clone().autodiff());
     let parameters = model.num_params();
     eprintln!(

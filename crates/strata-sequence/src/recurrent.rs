@@ -233,13 +233,6 @@ struct StepState {
     c: Option<Tensor<2>>,
 }
 
-/// Which sequences of the batch are still running at a step (`lengths` given).
-#[derive(Clone)]
-struct StepMask {
-    /// True where the step is padding, `[batch, hidden]`.
-    padding: Tensor<2, Bool>,
-}
-
 impl Recurrent {
     /// Directions per layer: 1, or 2 if bidirectional.
     pub fn directions(&self) -> usize {
@@ -373,14 +366,14 @@ impl Recurrent {
         (seq, RecurrentState { h, c })
     }
 
-    /// One mask per step, true where the step is padding.
+    /// One mask per step, `[batch, hidden]`, true where the step is padding.
     fn masks(
         &self,
         lengths: &[usize],
         batch: usize,
         time: usize,
         device: &Device,
-    ) -> Vec<StepMask> {
+    ) -> Vec<Tensor<2, Bool>> {
         assert_eq!(lengths.len(), batch, "one length per sequence of the batch");
         assert!(
             lengths.iter().all(|&l| (1..=time).contains(&l)),
@@ -389,11 +382,9 @@ impl Recurrent {
         (0..time)
             .map(|t| {
                 let padding: Vec<bool> = lengths.iter().map(|&l| t >= l).collect();
-                let padding =
-                    Tensor::<1, Bool>::from_data(TensorData::new(padding, [batch]), device)
-                        .unsqueeze_dim::<2>(1)
-                        .expand([batch, self.hidden_size]);
-                StepMask { padding }
+                Tensor::<1, Bool>::from_data(TensorData::new(padding, [batch]), device)
+                    .unsqueeze_dim::<2>(1)
+                    .expand([batch, self.hidden_size])
             })
             .collect()
     }
@@ -406,7 +397,7 @@ impl Recurrent {
         weights: &Direction,
         seq: &mut Seq,
         mut state: StepState,
-        masks: Option<&[StepMask]>,
+        masks: Option<&[Tensor<2, Bool>]>,
         reverse: bool,
     ) -> (Seq, StepState) {
         #[cfg(feature = "flex")]
@@ -449,7 +440,7 @@ impl Recurrent {
             let next = cell.step(steps[t].clone(), &state);
             let (next, output) = match masks {
                 Some(masks) => {
-                    let pad = &masks[t].padding;
+                    let pad = &masks[t];
                     let output = next.h.clone().mask_fill(pad.clone(), 0.0);
                     let kept = StepState {
                         h: next.h.mask_where(pad.clone(), state.h.clone()),

@@ -152,6 +152,13 @@ impl FitConfig {
         )
     }
 
+    /// The seed of a run that starts after `resume_from` periods (`None`: a fresh run): a resumed
+    /// run draws new random numbers (data order, dropout, augmentation) rather than repeating
+    /// those of its first period.
+    pub fn run_seed(&self, resume_from: Option<usize>) -> u64 {
+        self.seed.wrapping_add(resume_from.unwrap_or(0) as u64)
+    }
+
     /// Checks the settings that can be checked before any data is read.
     pub fn validate(&self) -> Result<(), FitError> {
         let invalid = |m: String| Err(FitError::Invalid(m));

@@ -252,9 +252,7 @@ pub fn train_vision(
     };
     // A resumed run draws new random numbers (data order, dropout, augmentation) rather than
     // repeating those of epoch 1.
-    let seed = fit_config
-        .seed
-        .wrapping_add(resume_from.unwrap_or(0) as u64);
+    let seed = fit_config.run_seed(resume_from);
     strata_tensor::seed(device, seed);
     // Parameters must start on the autodiff device to be tracked.
     let model = model_config.init(&device.clone().autodiff())?;
