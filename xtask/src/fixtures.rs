@@ -20,7 +20,10 @@ pub const FIXTURES_ENV: &str = "STRATA_FIXTURES_DIR";
 
 /// Generated fixtures: folder name under the fixtures dir, and the script that writes them
 /// (given the folder as its argument).
-const GENERATED: &[(&str, &str)] = &[("resnet", "datasets/fixtures/make_resnet_fixtures.py")];
+const GENERATED: &[(&str, &str)] = &[
+    ("resnet", "datasets/fixtures/make_resnet_fixtures.py"),
+    ("gpt2", "datasets/fixtures/make_gpt2_fixtures.py"),
+];
 
 /// The folder that holds every generated fixture set.
 pub fn dir() -> PathBuf {

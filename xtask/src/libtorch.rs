@@ -14,6 +14,8 @@ use crate::status;
 pub const TORCH_VERSION: &str = "2.9.0";
 /// The torchvision release made for it (fixtures and baselines of the vision models).
 const TORCHVISION_VERSION: &str = "0.24.0";
+/// The `transformers` release the GPT-2 fixtures and baselines are made with.
+const TRANSFORMERS_VERSION: &str = "4.57.1";
 
 /// A venv with PyTorch in it.
 #[derive(Debug)]
@@ -41,7 +43,7 @@ pub fn setup() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, torchvision, numpy, safetensors and pillow, installed the
+/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, torchvision, transformers, numpy, safetensors and pillow, installed the
 /// first time it is asked for (checked once per run).
 pub fn torch() -> Result<&'static Torch> {
     static TORCH: OnceLock<Torch> = OnceLock::new();
@@ -64,14 +66,14 @@ pub fn strata_cache() -> PathBuf {
         })
 }
 
-/// Creates the venv with `torch==2.9.0`, torchvision, numpy, safetensors and pillow unless they
+/// Creates the venv with `torch==2.9.0`, torchvision, transformers, numpy, safetensors and pillow unless they
 /// are there.
 fn ensure_torch_venv() -> Result<PathBuf> {
     let venv = strata_cache().join("venv");
     let python = venv.join("bin/python");
     let has_torch = |python: &Path| {
         let check = format!(
-            "import torch, torchvision, numpy, safetensors, PIL, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') else 1)"
+            "import torch, torchvision, numpy, safetensors, PIL, transformers, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') and transformers.__version__ == '{TRANSFORMERS_VERSION}' else 1)"
         );
         Command::new(python)
             .args(["-c", &check])
@@ -97,6 +99,7 @@ fn ensure_torch_venv() -> Result<PathBuf> {
     let mut pip = Command::new(venv.join("bin/pip"));
     pip.args(["install", "--quiet", &format!("torch=={TORCH_VERSION}")]);
     pip.arg(format!("torchvision=={TORCHVISION_VERSION}"));
+    pip.arg(format!("transformers=={TRANSFORMERS_VERSION}"));
     pip.args(["numpy", "safetensors", "pillow==13.0.0"]);
     if !status(pip)? || !has_torch(&python) {
         bail!("pip install torch=={TORCH_VERSION} failed: check that PyPI is reachable");

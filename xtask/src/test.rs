@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::build::{self, Stamp};
 use crate::flags::Test;
 use crate::workspace::cargo;
-use crate::{fixtures, status};
+use crate::{fixtures, libtorch, status};
 
 impl Test {
     /// Runs `cargo test` on every crate but xtask with the backend's features (and the extra
@@ -26,6 +26,8 @@ impl Test {
         cmd.args(&self.cargo_args);
         build::env(&mut cmd, backend)?;
         cmd.env(fixtures::FIXTURES_ENV, fixtures::ensure()?);
+        // Tests that check files Strata writes with the Python tools themselves.
+        cmd.env("STRATA_PYTHON", libtorch::torch()?.python());
         let stamp = Stamp::announce("tests", backend);
         let passed = status(cmd)?;
         stamp.touch();

@@ -90,6 +90,7 @@ pub const TORCH_KEYS: KeyMap = KeyMap {
             "${1}${3}_${4}_l${2}",
         ),
     ],
+    ignored: &[],
 };
 
 /// Settings of a [`Recurrent`] layer stack (the arguments of `nn.RNN`/`nn.LSTM`/`nn.GRU`).

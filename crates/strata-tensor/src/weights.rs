@@ -73,6 +73,9 @@ pub struct KeyMap {
     pub to_module: &'static [(&'static str, &'static str)],
     /// Module path → file key (applied when saving, and to name keys in errors).
     pub to_file: &'static [(&'static str, &'static str)],
+    /// File keys (after `to_module`) that hold no parameter and are skipped when loading
+    /// (regexes; e.g. GPT-2's attention-mask buffers).
+    pub ignored: &'static [&'static str],
 }
 
 impl KeyMap {
@@ -80,6 +83,7 @@ impl KeyMap {
     pub const NONE: KeyMap = KeyMap {
         to_module: &[],
         to_file: &[],
+        ignored: &[],
     };
 
     /// The module path of a file key.
@@ -252,6 +256,13 @@ fn check_complete(result: &ApplyResult, map: &KeyMap) -> Result<(), String> {
         .unused
         .iter()
         .filter(|k| !IGNORED_PYTORCH_KEYS.iter().any(|i| k.ends_with(i)))
+        .filter(|k| {
+            !map.ignored.iter().any(|p| {
+                regex::Regex::new(p)
+                    .expect("the ignored-key patterns are valid regexes")
+                    .is_match(k)
+            })
+        })
         .collect();
     if let Some(key) = unused.first() {
         return Err(format!(

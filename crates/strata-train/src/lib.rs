@@ -6,7 +6,7 @@
 //! parts; runs measured in epochs or steps; a progress bar with throughput and ETA
 //! ([`progress`]); `metrics.json` and `curves.png` after every period ([`metrics`], [`plot`]);
 //! a checkpoint per period and `--resume`; early stopping; and the artifact-dir rules every
-//! family shares ([`artifact`]); [`data`] builds data loaders, and [`bench`](mod@bench) times training steps. [`eval`] scores a model on a held-out set, and [`parity`]
+//! family shares ([`artifact`]); [`data`] builds data loaders, [`text`] reads corpora into token windows, and [`bench`](mod@bench) times training steps. [`eval`] scores a model on a held-out set, and [`parity`]
 //! compares a forward and backward pass on two backends.
 
 pub mod artifact;
@@ -20,6 +20,7 @@ pub mod parity;
 pub mod plot;
 pub mod progress;
 pub mod task;
+pub mod text;
 
 pub use fit::{Budget, FitConfig, FitError, Fitted, fit, parameter_grads, parameter_paths};
 pub use metrics::{Metrics, Record};

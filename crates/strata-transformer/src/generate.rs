@@ -1,0 +1,139 @@
+//! GPT-2 as a [`Decoder`] of `strata_tensor::generate`: the prompt runs once (prefill) and fills
+//! the [`KvCache`]; each new token then costs one position of work.
+//!
+//! [`WeightDtype::Bf16`] keeps the weights of the linear layers and of the output layer in
+//! bfloat16 (half the bytes of f32): decoding one token reads every weight once, so it is
+//! limited by memory bandwidth, and halving the bytes nearly doubles the speed (see
+//! `docs/perf.md`). Activations, LayerNorms, attention and the embeddings stay in f32.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::DType;
+use strata_tensor::generate::{Decoder, GenerateError};
+
+use crate::model::{Gpt2, KvCache};
+
+/// The precision the weights of a generating model are kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDtype {
+    /// As loaded (float32).
+    #[default]
+    F32,
+    /// bfloat16 weights of the linear layers and the output layer, read by a weight-only
+    /// kernel that converts them as it streams them.
+    Bf16,
+}
+
+strata_tensor::named_enum!(WeightDtype, "dtype", {
+    F32 => "f32",
+    Bf16 => "bf16",
+});
+
+/// Casts every 2-d parameter (the linear layers' weights) to bf16, contiguous.
+struct ToBf16;
+
+impl ModuleMapper for ToBf16 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D == 2 {
+            param.map(|t| contiguous(t.cast(DType::BF16)))
+        } else {
+            param
+        }
+    }
+}
+
+/// `t` with a fresh contiguous buffer (the weight-only kernel reads it in place).
+fn contiguous<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    let device = t.device();
+    Tensor::from_data(t.into_data(), &device)
+}
+
+/// A GPT-2 ready to generate: the model, its cache, and the output layer in the decode dtype.
+#[derive(Debug)]
+pub struct Gpt2Generator {
+    model: Gpt2,
+    cache: KvCache,
+    /// `wteᵀ` in bf16 (`[n_embd, vocab]`, contiguous) in [`WeightDtype::Bf16`].
+    head_bf16: Option<Tensor<2>>,
+    device: Device,
+}
+
+impl Gpt2Generator {
+    /// Wraps `model` (on a device without autodiff), with its weights in `dtype`.
+    pub fn new(model: Gpt2, dtype: WeightDtype) -> Self {
+        let device = model.wte.weight.val().device();
+        let (model, head_bf16) = match dtype {
+            WeightDtype::F32 => (model, None),
+            WeightDtype::Bf16 => {
+                let head = contiguous(model.wte.weight.val().transpose().cast(DType::BF16));
+                // The embeddings (2-d too) stay f32: they are looked up, not multiplied.
+                let (wte, wpe) = (model.wte.clone(), model.wpe.clone());
+                let mut model = model.map(&mut ToBf16);
+                model.wte = wte;
+                model.wpe = wpe;
+                (model, Some(head))
+            }
+        };
+        let cache = KvCache::new(model.config().n_layer);
+        Self {
+            model,
+            cache,
+            head_bf16,
+            device,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Gpt2 {
+        &self.model
+    }
+
+    /// Logits after feeding `ids` (continuing the cache), at the last position only.
+    fn logits_after(&mut self, ids: &[u32]) -> Result<Vec<f32>, GenerateError> {
+        let n = ids.len();
+        let context = self.model.config().n_positions;
+        if self.cache.len() + n > context {
+            return Err(GenerateError::Invalid(format!(
+                "the text has {} tokens but the model's context is {context}",
+                self.cache.len() + n
+            )));
+        }
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
+        let hidden = self.model.hidden(ids, Some(&mut self.cache));
+        let e = hidden.dims()[2];
+        let last = hidden.narrow(1, n - 1, 1).reshape([1, e]);
+        let logits = match &self.head_bf16 {
+            Some(head) => crate::kernels::project(last, head.clone()),
+            None => self
+                .model
+                .head(last.reshape([1, 1, e]))
+                .reshape([1, self.model.config().vocab_size]),
+        };
+        logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| GenerateError::Model(format!("{e:?}")))
+    }
+}
+
+impl Decoder for Gpt2Generator {
+    fn prefill(&mut self, prompt: &[u32]) -> Result<Vec<f32>, GenerateError> {
+        self.cache.clear();
+        let vocab = self.model.config().vocab_size;
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GenerateError::Invalid(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        self.logits_after(prompt)
+    }
+
+    fn step(&mut self, token: u32) -> Result<Vec<f32>, GenerateError> {
+        self.logits_after(&[token])
+    }
+
+    fn max_len(&self) -> Option<usize> {
+        Some(self.model.config().n_positions)
+    }
+}

@@ -1,0 +1,21 @@
+//! Strata's transformer family: GPT-2 with Hugging Face weights and tokenizers, a KV cache for
+//! text generation, and small GPTs trained from scratch on a corpus.
+//!
+//! - [`config`]: [`Gpt2Config`], read from and written to a Hugging Face `config.json`;
+//! - [`model`]: [`Gpt2`] (blocks of causal self-attention and MLP), the [`KvCache`];
+//! - [`load`]: model dirs and Hub ids, both key layouts of GPT-2 checkpoints;
+//! - [`tokenizer`]: the `tokenizers` crate (GPT-2's byte-level BPE, or characters);
+//! - [`generate`]: GPT-2 as a decoder of `strata_tensor::generate`, in f32 or bf16 weights;
+//! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension).
+
+pub mod config;
+pub mod generate;
+pub mod kernels;
+pub mod load;
+pub mod model;
+pub mod tokenizer;
+
+pub use config::{GPT2, Gpt2Config};
+pub use generate::{Gpt2Generator, WeightDtype};
+pub use model::{Gpt2, KvCache};
+pub use tokenizer::TextTokenizer;

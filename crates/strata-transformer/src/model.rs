@@ -1,0 +1,494 @@
+//! GPT-2 ("Language Models are Unsupervised Multitask Learners", Radford et al. 2019): a stack of
+//! pre-LayerNorm Transformer decoder blocks (Vaswani et al. 2017) over token + learned position
+//! embeddings, with the output layer tied to the token embedding.
+//!
+//! ```text
+//! x = wte[ids] + wpe[positions]
+//! for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+//! logits = ln_f(x) · wteᵀ
+//! ```
+//!
+//! Parameter paths are Hugging Face's (`wte.weight`, `h.0.attn.c_attn.weight`, `ln_f.bias`,
+//! ...), and every linear layer is GPT-2's [`Conv1D`], whose weight is stored `[in, out]`, so a
+//! checkpoint loads without renaming or transposing (see [`crate::load`]).
+//!
+//! ```no_run
+//! # use burn::prelude::*;
+//! use strata_transformer::{Gpt2Config, KvCache};
+//! let device = Device::flex();
+//! let model = Gpt2Config::distilgpt2().init(&device);
+//! let mut cache = KvCache::new(model.config().n_layer);
+//! let ids = Tensor::<2, Int>::from_data([[464, 2068, 7586]], &device);
+//! let logits = model.forward(ids, Some(&mut cache)); // [1, 3, 50257]; the cache now holds 3 positions
+//! ```
+
+use burn::module::{Module, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
+
+use crate::config::{Activation, Gpt2Config};
+
+/// GPT-2's linear layer (`transformers.pytorch_utils.Conv1D`): `y = x · W + b` with `W` stored
+/// `[in, out]`, the transpose of `nn.Linear`'s.
+#[derive(Module, Debug)]
+pub struct Conv1D {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Conv1D {
+    /// Weight from N(0, std²), bias zero (GPT-2's initialisation).
+    pub fn new(d_in: usize, d_out: usize, std: f64, device: &Device) -> Self {
+        Self {
+            weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], device),
+            bias: Initializer::Zeros.init([d_out], device),
+        }
+    }
+
+    /// `x · W + b` over the last dimension of `x` (`[..., in]` → `[..., out]`).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let weight = self.weight.val();
+        let d_out = weight.dims()[1];
+        let y =
+            crate::kernels::project(x.reshape([rows, d_in]), weight) + self.bias.val().unsqueeze();
+        let mut out = dims;
+        out[D - 1] = d_out;
+        y.reshape(out)
+    }
+}
+
+/// The keys and values of every block for the positions read so far, so that each new token
+/// costs one position of work instead of the whole text again.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// An empty cache for a model of `n_layer` blocks.
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            layers: vec![None; n_layer],
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether no position is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every position.
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+    }
+}
+
+/// Causal multi-head self-attention with one fused query/key/value projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Queries, keys and values of every head, `[n_embd, 3 n_embd]`.
+    pub c_attn: Conv1D,
+    /// Mixes the heads' outputs back into the residual stream.
+    pub c_proj: Conv1D,
+    /// Dropout on the attention probabilities.
+    pub attn_dropout: Dropout,
+    /// Dropout on the output.
+    pub resid_dropout: Dropout,
+    /// Heads.
+    #[module(skip)]
+    pub n_head: usize,
+    /// Factor of the scores `q·k`.
+    #[module(skip)]
+    pub scale: f64,
+}
+
+impl Attention {
+    /// `x` `[batch, time, n_embd]`: each position attends to itself and the positions before
+    /// it (those in `cache` first, which then holds `x`'s keys and values too).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, e] = x.dims();
+        let h = self.n_head;
+        let heads = |m: Tensor<3>| m.reshape([b, t, h, e / h]).swap_dims(1, 2);
+        let qkv = self.c_attn.forward(x);
+        let q = heads(qkv.clone().narrow(2, 0, e));
+        let mut k = heads(qkv.clone().narrow(2, e, e));
+        let mut v = heads(qkv.narrow(2, 2 * e, e));
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let y = if self.attn_dropout.prob > 0.0 && q.device().is_autodiff() {
+            self.attend_with_dropout(q, k, v)
+        } else {
+            attention(
+                q,
+                k,
+                v,
+                None,
+                None,
+                AttentionModuleOptions {
+                    scale: Some(self.scale),
+                    softcap: None,
+                    is_causal: true,
+                },
+            )
+        };
+        let y = y.swap_dims(1, 2).reshape([b, t, e]);
+        self.resid_dropout.forward(self.c_proj.forward(y))
+    }
+
+    /// softmax(q·kᵀ · scale + causal mask), dropout, · v: the same as Burn's fused attention,
+    /// with dropout on the probabilities (training).
+    fn attend_with_dropout(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let [b, h, tq, _] = q.dims();
+        let tk = k.dims()[2];
+        let scores = q.matmul(k.swap_dims(2, 3)) * self.scale;
+        // `tril_mask` is true above the diagonal (shifted by the cached positions): the future.
+        let future = Tensor::<2, Bool>::tril_mask([tq, tk], (tk - tq) as i64, &scores.device())
+            .reshape([1, 1, tq, tk])
+            .expand([b, h, tq, tk]);
+        let probs = activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
+        self.attn_dropout.forward(probs).matmul(v)
+    }
+}
+
+/// The position-wise feed-forward network: `c_proj(act(c_fc(x)))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `[n_embd, n_inner]`.
+    pub c_fc: Conv1D,
+    /// `[n_inner, n_embd]`.
+    pub c_proj: Conv1D,
+    /// Dropout on the output.
+    pub dropout: Dropout,
+    /// The activation.
+    #[module(skip)]
+    pub activation: ActivationKind,
+}
+
+/// [`Activation`] as a module constant.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivationKind(pub Activation);
+
+impl Mlp {
+    /// `x` `[batch, time, n_embd]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let hidden = self.c_fc.forward(x);
+        let hidden = match self.activation.0 {
+            Activation::GeluTanh => gelu_tanh(hidden),
+            Activation::Gelu => activation::gelu(hidden),
+            Activation::Relu => activation::relu(hidden),
+            Activation::Silu => activation::silu(hidden),
+        };
+        self.dropout.forward(self.c_proj.forward(hidden))
+    }
+}
+
+/// GELU's tanh approximation, as GPT-2 (`gelu_new`): `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    (x * (inner.tanh() + 1.0)) * 0.5
+}
+
+/// One pre-LayerNorm Transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Normalises the attention's input.
+    pub ln_1: LayerNorm,
+    /// Causal self-attention.
+    pub attn: Attention,
+    /// Normalises the MLP's input.
+    pub ln_2: LayerNorm,
+    /// Feed-forward network.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// `x + attn(ln_1(x))`, then `+ mlp(ln_2(·))`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+impl Gpt2Config {
+    /// Builds a GPT-2 with Hugging Face's initialisation: weights and embeddings from
+    /// N(0, `initializer_range`²), each block's output projections (`c_proj`) scaled down by
+    /// `√(2 n_layer)`, LayerNorms at 1 and 0, biases at 0.
+    pub fn init(&self, device: &Device) -> Gpt2 {
+        let std = self.initializer_range;
+        let proj_std = std / (2.0 * self.n_layer as f64).sqrt();
+        let e = self.n_embd;
+        let norm = || {
+            LayerNormConfig::new(e)
+                .with_epsilon(self.layer_norm_epsilon)
+                .init(device)
+        };
+        let embedding = |n: usize| {
+            EmbeddingConfig::new(n, e)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device)
+        };
+        let h = (0..self.n_layer)
+            .map(|i| {
+                let mut scale = if self.scale_attn_weights {
+                    1.0 / (self.head_size() as f64).sqrt()
+                } else {
+                    1.0
+                };
+                if self.scale_attn_by_inverse_layer_idx {
+                    scale /= (i + 1) as f64;
+                }
+                Block {
+                    ln_1: norm(),
+                    attn: Attention {
+                        c_attn: Conv1D::new(e, 3 * e, std, device),
+                        c_proj: Conv1D::new(e, e, proj_std, device),
+                        attn_dropout: DropoutConfig::new(self.attn_pdrop).init(),
+                        resid_dropout: DropoutConfig::new(self.resid_pdrop).init(),
+                        n_head: self.n_head,
+                        scale,
+                    },
+                    ln_2: norm(),
+                    mlp: Mlp {
+                        c_fc: Conv1D::new(e, self.inner_size(), std, device),
+                        c_proj: Conv1D::new(self.inner_size(), e, proj_std, device),
+                        dropout: DropoutConfig::new(self.resid_pdrop).init(),
+                        activation: ActivationKind(self.activation()),
+                    },
+                }
+            })
+            .collect();
+        Gpt2 {
+            wte: embedding(self.vocab_size),
+            wpe: embedding(self.n_positions),
+            drop: DropoutConfig::new(self.embd_pdrop).init(),
+            h,
+            ln_f: norm(),
+            config: ConfigHolder(self.clone()),
+        }
+    }
+}
+
+/// A [`Gpt2Config`] kept in the model (not a parameter).
+#[derive(Debug, Clone)]
+pub struct ConfigHolder(pub Gpt2Config);
+
+/// GPT-2 with its language-model head (`transformers.GPT2LMHeadModel`).
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    /// Token embedding, `[vocab_size, n_embd]`; also the output layer.
+    pub wte: Embedding,
+    /// Position embedding, `[n_positions, n_embd]`.
+    pub wpe: Embedding,
+    /// Dropout on the embeddings.
+    pub drop: Dropout,
+    /// The blocks.
+    pub h: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+    /// The settings it was built from.
+    #[module(skip)]
+    pub config: ConfigHolder,
+}
+
+impl Gpt2 {
+    /// The settings it was built from.
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config.0
+    }
+
+    /// The residual stream after `ln_f` for `ids` (`[batch, time]`), `[batch, time, n_embd]`.
+    /// With a cache, `ids` continue the positions it holds, and their keys and values are added
+    /// to it. Positions past the context (`n_positions`) panic: callers check first.
+    pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let device = ids.device();
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
+            .reshape([1, t])
+            .expand([b, t]);
+        let mut x = self
+            .drop
+            .forward(self.wte.forward(ids) + self.wpe.forward(positions));
+        for (i, block) in self.h.iter().enumerate() {
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, slot);
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// Next-token logits from [`hidden`](Self::hidden)'s output: `hidden · wteᵀ`,
+    /// `[batch, time, vocab_size]`.
+    pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, e] = hidden.dims();
+        let wte = self.wte.weight.val();
+        let v = wte.dims()[0];
+        crate::kernels::project(hidden.reshape([b * t, e]), wte.transpose()).reshape([b, t, v])
+    }
+
+    /// Next-token logits at every position of `ids`, `[batch, time, vocab_size]`.
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.head(self.hidden(ids, cache))
+    }
+
+    /// Mean cross-entropy (nats per token) of predicting `targets` from `inputs`, and the logits.
+    pub fn forward_loss(&self, inputs: Tensor<2, Int>, targets: Tensor<2, Int>) -> SequenceOutput {
+        let logits = self.forward(inputs, None);
+        let [b, t, v] = logits.dims();
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(
+                logits.clone().reshape([b * t, v]),
+                targets.clone().reshape([b * t]),
+            );
+        SequenceOutput {
+            loss,
+            logits,
+            predictions: None,
+            targets,
+        }
+    }
+}
+
+/// A batch of token windows: what the model reads and the next token at each position.
+pub type TokenBatch = strata_train::text::TokenBatch;
+
+impl TrainStep for Gpt2 {
+    type Input = TokenBatch;
+    type Output = SequenceOutput;
+
+    fn step(&self, batch: TokenBatch) -> TrainOutput<SequenceOutput> {
+        let out = self.forward_loss(batch.inputs, batch.targets);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+}
+
+impl InferenceStep for Gpt2 {
+    type Input = TokenBatch;
+    type Output = SequenceOutput;
+
+    fn step(&self, batch: TokenBatch) -> SequenceOutput {
+        self.forward_loss(batch.inputs, batch.targets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Gpt2Config {
+        let mut c = Gpt2Config::small(50, 16, 16, 2, 4);
+        c.initializer_range = 0.3;
+        c
+    }
+
+    #[test]
+    fn the_cache_gives_the_logits_of_the_whole_text() {
+        let device = Device::flex();
+        strata_tensor::seed(&device, 3);
+        let model = tiny().init(&device);
+        let ids = Tensor::<2, Int>::from_data([[1, 7, 3, 9, 4, 2]], &device);
+        let whole = model.forward(ids.clone(), None);
+        let mut cache = KvCache::new(2);
+        let first = model.forward(ids.clone().narrow(1, 0, 4), Some(&mut cache));
+        assert_eq!(cache.len(), 4);
+        let fifth = model.forward(ids.clone().narrow(1, 4, 1), Some(&mut cache));
+        let sixth = model.forward(ids.narrow(1, 5, 1), Some(&mut cache));
+        assert_eq!(cache.len(), 6);
+        let stepped = Tensor::cat(vec![first, fifth, sixth], 1);
+        whole.into_data().assert_approx_eq::<f32>(
+            &stepped.into_data(),
+            burn::tensor::Tolerance::absolute(1e-5),
+        );
+    }
+
+    #[test]
+    fn a_position_never_sees_the_future() {
+        let device = Device::flex();
+        strata_tensor::seed(&device, 4);
+        let model = tiny().init(&device);
+        let a = model.forward(Tensor::<2, Int>::from_data([[5, 6, 7, 8]], &device), None);
+        let b = model.forward(Tensor::<2, Int>::from_data([[5, 6, 30, 31]], &device), None);
+        a.narrow(1, 0, 2).into_data().assert_approx_eq::<f32>(
+            &b.narrow(1, 0, 2).into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+    }
+
+    #[test]
+    fn the_dropout_path_matches_the_fused_attention_without_dropout() {
+        let device = Device::flex().autodiff();
+        strata_tensor::seed(&device, 5);
+        let mut config = tiny();
+        config.attn_pdrop = 0.5;
+        let model = config.init(&device);
+        let attn = &model.h[0].attn;
+        let x = Tensor::<3>::random(
+            [2, 5, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let [b, t, e] = x.dims();
+        let qkv = attn.c_attn.forward(x);
+        let heads = |m: Tensor<3>| m.reshape([b, t, 4, e / 4]).swap_dims(1, 2);
+        let (q, k, v) = (
+            heads(qkv.clone().narrow(2, 0, e)),
+            heads(qkv.clone().narrow(2, e, e)),
+            heads(qkv.narrow(2, 2 * e, e)),
+        );
+        let manual = Attention {
+            attn_dropout: DropoutConfig::new(0.0).init(),
+            ..attn.clone()
+        }
+        .attend_with_dropout(q.clone(), k.clone(), v.clone());
+        let fused = attention(
+            q,
+            k,
+            v,
+            None,
+            None,
+            AttentionModuleOptions {
+                scale: Some(attn.scale),
+                softcap: None,
+                is_causal: true,
+            },
+        );
+        manual
+            .into_data()
+            .assert_approx_eq::<f32>(&fused.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+    }
+}
