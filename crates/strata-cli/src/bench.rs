@@ -9,7 +9,10 @@ use strata_sequence::corpus::{locate_corpus, read_corpus};
 use strata_vision::bench::{Throughput, cnn_train_throughput, resnet18_throughput};
 use strata_vision::mnist::{MnistKind, MnistSplits};
 
-use crate::args::{BackendArgs, DataArgs, Format, FormatArgs};
+use strata_transformer::WeightDtype;
+use strata_transformer::bench::gpt2_decode_throughput;
+
+use crate::args::{BackendArgs, DataArgs, Format, FormatArgs, choice};
 
 /// Every benchmark: name, what it measures, default batch size, warm-up and timed steps.
 const BENCHES: &[(&str, &str, [usize; 3])] = &[
@@ -33,6 +36,11 @@ const BENCHES: &[(&str, &str, [usize; 3])] = &[
         "training tokens/s of the 2x256 LSTM character model on tiny Shakespeare (Adam, full step)",
         [32, 5, 30],
     ),
+    (
+        "gpt2-decode",
+        "greedy decoding tokens/s of GPT-2 small (124M, random weights, full 50257-token head): 16-token prompt, then 64 new tokens, batch 1",
+        [1, 1, 3],
+    ),
 ];
 
 #[derive(Args, Debug)]
@@ -48,15 +56,18 @@ pub struct BenchArgs {
     /// Items per batch [default: 64 for cnn-train, 8 for the ResNets, 32 for lstm-train]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Untimed steps first [default: 10 for cnn-train, 3 for the ResNets, 5 for lstm-train]
+    /// Untimed steps first [default: 10 for cnn-train, 3 for the ResNets, 5 for lstm-train, 1 generation for gpt2-decode]
     #[arg(long)]
     warmup: Option<usize>,
-    /// Timed steps [default: 50 for cnn-train, 10 for the ResNets, 30 for lstm-train]
+    /// Timed steps [default: 50 for cnn-train, 10 for the ResNets, 30 for lstm-train, 3 generations for gpt2-decode]
     #[arg(long)]
     steps: Option<usize>,
     /// Characters per window (lstm-train).
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
+    /// Precision of the weights (gpt2-decode).
+    #[arg(long, default_value = "f32", value_parser = choice::<WeightDtype>(WeightDtype::NAMES))]
+    dtype: WeightDtype,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -88,6 +99,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "{name}: {what}; batch {batch_size}, {warmup} warm-up + {steps} timed steps, backend {backend}, {} threads",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if name == "gpt2-decode" {
+        if batch_size != 1 {
+            bail!("gpt2-decode decodes one sequence: --batch-size must be 1");
+        }
+        let t = gpt2_decode_throughput(&device, args.dtype, 16, 64, warmup, steps);
+        let bandwidth = strata_train::bench::read_bandwidth_gb_s();
+        let limit = bandwidth * 1e9 / t.weight_bytes_per_token;
+        let json = serde_json::json!({
+            "bench": name,
+            "backend": backend.name(),
+            "value": (t.decode_tokens_per_s * 10.0).round() / 10.0,
+            "unit": "tokens/s",
+            "dtype": args.dtype.name(),
+            "prompt_tokens_per_s": (t.prompt_tokens_per_s * 10.0).round() / 10.0,
+            "prompt_tokens": 16,
+            "new_tokens": 64,
+            "runs": t.runs,
+            "read_gb_s": (bandwidth * 10.0).round() / 10.0,
+            "weight_mb_per_token": (t.weight_bytes_per_token / 1e5).round() / 10.0,
+            "bandwidth_limit_tokens_per_s": (limit * 10.0).round() / 10.0,
+        });
+        match args.report.format {
+            Format::Json => println!("{json}"),
+            Format::Text => println!(
+                "{name} [{backend}, {}]: {:.1} tokens/s decoding, {:.1} tokens/s prompt; memory reads {bandwidth:.1} GB/s, so {:.1} MB of weights per token allow {limit:.1} tokens/s",
+                args.dtype,
+                t.decode_tokens_per_s,
+                t.prompt_tokens_per_s,
+                t.weight_bytes_per_token / 1e6
+            ),
+        }
+        return Ok(());
+    }
     let (value, unit, t) = match name {
         "lstm-train" => {
             let path = locate_corpus(None, args.data.data_dir.as_deref())

@@ -6,21 +6,41 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use strata_data::hub::{HubSettings, Source};
 use strata_sequence::job::{CHAR_LM, CharLmGenerator};
-use strata_tensor::generate::{GenerateOptions, SamplingConfig, StopReason, generate};
+use strata_tensor::generate::{Decoder, GenerateOptions, SamplingConfig, StopReason, generate};
+use strata_transformer::{GPT2, Gpt2Generator, TextTokenizer, WeightDtype};
 
-use crate::args::{BackendArgs, Format, FormatArgs};
+use crate::args::{BackendArgs, Format, FormatArgs, choice};
 
 /// `strata generate-text`.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
     backend: BackendArgs,
-    /// Artifact dir of a trained text model (train-sequence --task char-lm).
-    #[arg(long, visible_alias = "artifact-dir", value_name = "DIR")]
-    model_dir: PathBuf,
+    /// Dir of a text model: a Hugging Face GPT-2 dir (config.json, model.safetensors,
+    /// tokenizer.json or vocab.json + merges.txt; what train-text writes), or the artifact dir of
+    /// train-sequence --task char-lm.
+    #[arg(
+        long,
+        visible_alias = "artifact-dir",
+        value_name = "DIR",
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
+    model_dir: Option<PathBuf>,
+    /// A GPT-2 model: a Hugging Face Hub id (gpt2, openai-community/gpt2-medium, distilgpt2, ...),
+    /// fetched into the Hugging Face cache, or a local dir.
+    #[arg(long, value_name = "HUB_ID_OR_DIR")]
+    model: Option<String>,
+    /// Branch, tag or commit of the Hub repository (with --model).
+    #[arg(long, requires = "model")]
+    revision: Option<String>,
+    /// Precision of a GPT-2's weights: bf16 halves the bytes each token reads (GPT-2 only).
+    #[arg(long, default_value = "f32", value_parser = choice::<WeightDtype>(WeightDtype::NAMES))]
+    dtype: WeightDtype,
     /// Text to continue.
     #[arg(long)]
     prompt: String,
@@ -65,20 +85,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     sampling.validate()?;
-    let model_type = strata_train::artifact::read_model_type(&args.model_dir)?;
-    if model_type != CHAR_LM {
-        bail!(
-            "{}: generate-text cannot run model_type '{model_type}'; it runs {CHAR_LM} (train-sequence --task char-lm)",
-            args.model_dir.display()
-        );
-    }
-    let mut model = CharLmGenerator::load(&args.model_dir, &device)?;
-    let vocab = model.vocab().clone();
-    let prompt_ids = vocab.encode(&args.prompt, "prompt")?;
+    let mut model = TextModel::load(&args, &device)?;
+    let prompt_ids = model.encode(&args.prompt)?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling,
-        eos: Vec::new(),
+        eos: model.eos(),
     };
     let stream = args.report.format == Format::Text;
     let mut out = std::io::stdout().lock();
@@ -87,8 +99,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         out.flush()?;
     }
     let mut text = String::new();
+    let (decoder, mut pieces) = model.parts();
     let mut on_token = |id: u32| {
-        let piece = vocab.decode(&[id]);
+        let piece = pieces.push(id);
         text.push_str(&piece);
         if stream {
             let _ = write!(out, "{piece}");
@@ -104,7 +117,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             ControlFlow::Continue(())
         }
     };
-    let generation = generate(&mut model, &prompt_ids, &options, &mut on_token)?;
+    let generation = generate(decoder, &prompt_ids, &options, &mut on_token)?;
+    // A byte-level token can end inside a character: what was held back comes out now.
+    let rest = pieces.rest(&text);
+    if stream && !rest.is_empty() {
+        write!(out, "{rest}")?;
+    }
+    text.push_str(&rest);
     match args.report.format {
         Format::Json => println!(
             "{}",
@@ -134,4 +153,105 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A loaded text model: its decoder and how its tokens become text.
+enum TextModel {
+    /// A character-level RNN (train-sequence --task char-lm).
+    Char(CharLmGenerator),
+    /// A GPT-2 and its tokenizer.
+    Gpt2(Box<Gpt2Generator>, TextTokenizer),
+}
+
+/// Turns tokens into text as they come.
+enum Pieces<'a> {
+    Char(strata_sequence::corpus::CharVocab),
+    Gpt2(strata_transformer::tokenizer::TextStream<'a>),
+}
+
+impl Pieces<'_> {
+    fn push(&mut self, id: u32) -> String {
+        match self {
+            Self::Char(vocab) => vocab.decode(&[id]),
+            Self::Gpt2(stream) => stream.push(id),
+        }
+    }
+
+    /// The text decoded but not yet returned, given what was.
+    fn rest(&self, returned: &str) -> String {
+        match self {
+            Self::Char(_) => String::new(),
+            Self::Gpt2(stream) => stream
+                .text()
+                .get(returned.len()..)
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+}
+
+impl TextModel {
+    fn load(args: &GenerateArgs, device: &burn::tensor::Device) -> Result<Self> {
+        let settings = HubSettings::from_env();
+        let source = match (&args.model, &args.model_dir) {
+            (Some(model), _) => Source::resolve(model, args.revision.as_deref(), &settings)?,
+            (None, Some(dir)) => {
+                let model_type = strata_train::artifact::read_model_type(dir)?;
+                if model_type == CHAR_LM {
+                    if args.dtype != WeightDtype::F32 {
+                        bail!(
+                            "--dtype {} is for GPT-2 models; a {CHAR_LM} runs in f32",
+                            args.dtype
+                        );
+                    }
+                    return Ok(Self::Char(CharLmGenerator::load(dir, device)?));
+                }
+                if model_type != GPT2 {
+                    bail!(
+                        "{}: generate-text cannot run model_type '{model_type}'; it runs {GPT2} (Hugging Face GPT-2 dirs, train-text) and {CHAR_LM} (train-sequence --task char-lm)",
+                        dir.display()
+                    );
+                }
+                Source::Local(dir.clone())
+            }
+            (None, None) => bail!("pass --model-dir DIR or --model HUB_ID"),
+        };
+        let (model, tokenizer) = strata_transformer::load::load(&source, device).map_err(|e| {
+            let hint = match e {
+                strata_transformer::load::LoadError::Hub(_) => {
+                    " (with the files on disk, pass --model-dir DIR)"
+                }
+                _ => "",
+            };
+            anyhow::anyhow!("{e}{hint}")
+        })?;
+        Ok(Self::Gpt2(
+            Box::new(Gpt2Generator::new(model, args.dtype)),
+            tokenizer,
+        ))
+    }
+
+    fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        Ok(match self {
+            Self::Char(model) => model.vocab().encode(prompt, "prompt")?,
+            Self::Gpt2(_, tokenizer) => tokenizer.encode(prompt, "prompt").context("prompt")?,
+        })
+    }
+
+    fn eos(&self) -> Vec<u32> {
+        match self {
+            Self::Char(_) => Vec::new(),
+            Self::Gpt2(model, _) => model.model().config().eos_token_id.into_iter().collect(),
+        }
+    }
+
+    fn parts(&mut self) -> (&mut dyn Decoder, Pieces<'_>) {
+        match self {
+            Self::Char(model) => {
+                let vocab = model.vocab().clone();
+                (model, Pieces::Char(vocab))
+            }
+            Self::Gpt2(model, tokenizer) => (model.as_mut(), Pieces::Gpt2(tokenizer.stream())),
+        }
+    }
 }

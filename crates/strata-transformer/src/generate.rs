@@ -29,13 +29,14 @@ strata_tensor::named_enum!(WeightDtype, "dtype", {
     Bf16 => "bf16",
 });
 
-/// Casts every 2-d parameter (the linear layers' weights) to bf16, contiguous.
+/// Casts every 2-d parameter (the linear layers' weights) to bf16, transposed to `[out, in]`
+/// and contiguous, as [`Conv1D::forward`](crate::model::Conv1D::forward) expects them.
 struct ToBf16;
 
 impl ModuleMapper for ToBf16 {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         if D == 2 {
-            param.map(|t| contiguous(t.cast(DType::BF16)))
+            param.map(|t| contiguous(t.transpose().cast(DType::BF16)))
         } else {
             param
         }
@@ -44,8 +45,8 @@ impl ModuleMapper for ToBf16 {
 
 /// `t` with a fresh contiguous buffer (the weight-only kernel reads it in place).
 fn contiguous<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    let device = t.device();
-    Tensor::from_data(t.into_data(), &device)
+    let (device, dtype) = (t.device(), t.dtype());
+    Tensor::from_data(t.into_data(), (&device, dtype))
 }
 
 /// A GPT-2 ready to generate: the model, its cache, and the output layer in the decode dtype.
@@ -53,7 +54,7 @@ fn contiguous<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 pub struct Gpt2Generator {
     model: Gpt2,
     cache: KvCache,
-    /// `wteᵀ` in bf16 (`[n_embd, vocab]`, contiguous) in [`WeightDtype::Bf16`].
+    /// `wte` in bf16 (`[vocab, n_embd]`, contiguous) in [`WeightDtype::Bf16`].
     head_bf16: Option<Tensor<2>>,
     device: Device,
 }
@@ -65,7 +66,7 @@ impl Gpt2Generator {
         let (model, head_bf16) = match dtype {
             WeightDtype::F32 => (model, None),
             WeightDtype::Bf16 => {
-                let head = contiguous(model.wte.weight.val().transpose().cast(DType::BF16));
+                let head = contiguous(model.wte.weight.val().cast(DType::BF16));
                 // The embeddings (2-d too) stay f32: they are looked up, not multiplied.
                 let (wte, wpe) = (model.wte.clone(), model.wpe.clone());
                 let mut model = model.map(&mut ToBf16);
@@ -104,7 +105,7 @@ impl Gpt2Generator {
         let e = hidden.dims()[2];
         let last = hidden.narrow(1, n - 1, 1).reshape([1, e]);
         let logits = match &self.head_bf16 {
-            Some(head) => crate::kernels::project(last, head.clone()),
+            Some(head) => crate::kernels::project_bf16(last, head.clone()),
             None => self
                 .model
                 .head(last.reshape([1, 1, e]))

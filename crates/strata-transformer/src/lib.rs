@@ -8,6 +8,7 @@
 //! - [`generate`]: GPT-2 as a decoder of `strata_tensor::generate`, in f32 or bf16 weights;
 //! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension).
 
+pub mod bench;
 pub mod config;
 pub mod generate;
 pub mod kernels;

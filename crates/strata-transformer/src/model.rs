@@ -55,14 +55,23 @@ impl Conv1D {
     }
 
     /// `x · W + b` over the last dimension of `x` (`[..., in]` → `[..., out]`).
+    ///
+    /// A bf16 weight (generation's [`WeightDtype::Bf16`](crate::WeightDtype)) is held
+    /// transposed, `[out, in]`, as the weight-only kernel reads it.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
         let weight = self.weight.val();
-        let d_out = weight.dims()[1];
-        let y =
-            crate::kernels::project(x.reshape([rows, d_in]), weight) + self.bias.val().unsqueeze();
+        let x = x.reshape([rows, d_in]);
+        let (y, d_out) = if weight.dtype() == burn::tensor::DType::BF16 {
+            let d_out = weight.dims()[0];
+            (crate::kernels::project_bf16(x, weight), d_out)
+        } else {
+            let d_out = weight.dims()[1];
+            (crate::kernels::project(x, weight), d_out)
+        };
+        let y = y + self.bias.val().unsqueeze();
         let mut out = dims;
         out[D - 1] = d_out;
         y.reshape(out)
