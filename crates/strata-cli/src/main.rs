@@ -9,6 +9,7 @@ mod bench;
 mod selftest;
 mod sequence;
 mod text;
+mod train_text;
 mod vision;
 
 /// mimalloc keeps freed tensor buffers for reuse instead of returning them to the OS, which
@@ -49,8 +50,22 @@ enum Command {
         mut_arg("lr", |a| a.default_value("0.002")),
     )]
     TrainSequence(Box<sequence::TrainArgs>),
+    /// Train a small GPT (GPT-2's architecture) on a corpus; writes a Hugging Face GPT-2 dir.
+    #[command(
+        mut_arg("epochs", |a| a.default_value("0").help("Epochs to train (in total, also with --resume); 0: --max-steps 2000")),
+        mut_arg("batch_size", |a| a.default_value("12")),
+        mut_arg("lr", |a| a.default_value("0.001")),
+        mut_arg("optimizer", |a| a.default_value("adamw")),
+        mut_arg("weight_decay", |a| a.default_value("0.1")),
+        mut_arg("warmup_steps", |a| a.default_value("100")),
+        mut_arg("clip_grad_norm", |a| a.default_value("1.0")),
+        mut_arg("eval_every", |a| a.default_value("250")),
+    )]
+    TrainText(Box<train_text::TrainTextArgs>),
     /// Continue a prompt with a trained text model, streaming the new text.
     GenerateText(text::GenerateArgs),
+    /// Score a GPT-2 on the validation part of a corpus (perplexity); --dtype bf16 compares with f32.
+    EvalText(text::EvalArgs),
     /// Measure a benchmark (`strata bench --list` names them).
     Bench(bench::BenchArgs),
     /// Check a backend against flex: the same forward and backward pass, gap by gap.
@@ -104,7 +119,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainVision(args) => vision::train(*args),
         Command::PredictVision(args) => vision::predict(args),
         Command::TrainSequence(args) => sequence::train(*args),
+        Command::TrainText(args) => train_text::train(*args),
         Command::GenerateText(args) => text::run(args),
+        Command::EvalText(args) => text::eval(args),
         Command::Bench(args) => bench::run(args),
         Command::Selftest(args) => selftest::run(args),
     }

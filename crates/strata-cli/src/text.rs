@@ -13,7 +13,10 @@ use strata_sequence::job::{CHAR_LM, CharLmGenerator};
 use strata_tensor::generate::{Decoder, GenerateOptions, SamplingConfig, StopReason, generate};
 use strata_transformer::{GPT2, Gpt2Generator, TextTokenizer, WeightDtype};
 
-use crate::args::{BackendArgs, Format, FormatArgs, choice};
+use strata_train::text::{locate_corpus, read_corpus, split_ids};
+use strata_transformer::eval::{greedy_agreement, score_text};
+
+use crate::args::{BackendArgs, DataArgs, Format, FormatArgs, choice};
 
 /// `strata generate-text`.
 #[derive(Args, Debug)]
@@ -65,6 +68,10 @@ pub struct GenerateArgs {
     /// Seed of the sampling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// GPT-2: go on past the context, predicting each token from the last n_positions tokens
+    /// (as nanoGPT's sample.py); without it generation stops when the context is full.
+    #[arg(long)]
+    slide_context: bool,
     /// Stop once the new text contains this string (kept in the output). Repeatable.
     #[arg(long, value_name = "STRING")]
     stop: Vec<String>,
@@ -155,6 +162,113 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// `strata eval-text`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// A Hugging Face GPT-2 dir (what train-text writes).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
+    model_dir: Option<PathBuf>,
+    /// A GPT-2 model: a Hugging Face Hub id, or a local dir.
+    #[arg(long, value_name = "HUB_ID_OR_DIR")]
+    model: Option<String>,
+    /// Branch, tag or commit of the Hub repository (with --model).
+    #[arg(long, requires = "model")]
+    revision: Option<String>,
+    /// The text: its last 10 % (train-text's validation split) is scored [default: tiny Shakespeare under --data-dir]
+    #[arg(long, value_name = "FILE")]
+    corpus: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Precision of the weights; bf16 is compared with f32 (perplexity, and how often both pick the same token).
+    #[arg(long, default_value = "f32", value_parser = choice::<WeightDtype>(WeightDtype::NAMES))]
+    dtype: WeightDtype,
+    /// Score at most this many tokens of the validation text.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    #[command(flatten)]
+    report: FormatArgs,
+}
+
+/// Scores a GPT-2 on the validation part of a corpus (perplexity), and for `--dtype bf16`
+/// compares it with f32.
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let (_, device) = args.backend.device()?;
+    let settings = HubSettings::from_env();
+    let source = match (&args.model, &args.model_dir) {
+        (Some(model), _) => Source::resolve(model, args.revision.as_deref(), &settings)?,
+        (_, Some(dir)) => Source::Local(dir.clone()),
+        (None, None) => bail!("pass --model-dir DIR or --model HUB_ID"),
+    };
+    let (model, tokenizer) = strata_transformer::load::load(&source, &device)?;
+    let path = locate_corpus(args.corpus.as_deref(), args.data.data_dir.as_deref())?;
+    let text = read_corpus(&path)?;
+    let ids = tokenizer.encode(&text, "corpus")?;
+    let context = model.config().n_positions;
+    let (_, valid) = split_ids(&ids, &path, 1, "tokens", "the context")?;
+    let valid = &valid[..args.max_tokens.unwrap_or(usize::MAX).min(valid.len())];
+    let f32_model = Gpt2Generator::new(model, WeightDtype::F32);
+    let reference = score_text(&f32_model, valid);
+    let mut json = serde_json::json!({
+        "corpus": path.display().to_string(),
+        "tokens": reference.tokens,
+        "f32": {"loss": reference.loss, "perplexity": reference.perplexity},
+    });
+    let mut line = format!(
+        "{} validation tokens of {}: f32 loss {:.4} nats/token, perplexity {:.3}",
+        reference.tokens,
+        path.display(),
+        reference.loss,
+        reference.perplexity
+    );
+    if args.dtype != WeightDtype::F32 {
+        let (model, _) = strata_transformer::load::load(&source, &device)?;
+        let mut low = Gpt2Generator::new(model, args.dtype);
+        let score = score_text(&low, valid);
+        let same = score
+            .argmax
+            .iter()
+            .zip(&reference.argmax)
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / reference.argmax.len().max(1) as f64;
+        // Five prompts of 32 tokens spread over the validation text, each continued greedily.
+        let prompt_len = 32.min(context / 2);
+        let new_tokens = 64.min(context - prompt_len);
+        let prompts: Vec<Vec<u32>> = (0..5)
+            .map(|i| {
+                let start = i * valid.len().saturating_sub(prompt_len) / 5;
+                valid[start..(start + prompt_len).min(valid.len())].to_vec()
+            })
+            .collect();
+        let mut f32_model = f32_model;
+        let greedy = greedy_agreement(&mut f32_model, &mut low, &prompts, new_tokens);
+        json[args.dtype.name()] =
+            serde_json::json!({"loss": score.loss, "perplexity": score.perplexity});
+        json["top1_agreement"] = same.into();
+        json["greedy_agreement"] = greedy.into();
+        line.push_str(&format!(
+            "; {}: loss {:.4}, perplexity {:.3}; the same most probable token at {:.2}% of positions; greedy continuations of 5 prompts agree for {:.1}% of {new_tokens} tokens before they first differ",
+            args.dtype,
+            score.loss,
+            score.perplexity,
+            same * 100.0,
+            greedy * 100.0
+        ));
+    }
+    match args.report.format {
+        Format::Json => println!("{json}"),
+        Format::Text => println!("{line}"),
+    }
+    Ok(())
+}
+
 /// A loaded text model: its decoder and how its tokens become text.
 enum TextModel {
     /// A character-level RNN (train-sequence --task char-lm).
@@ -226,7 +340,9 @@ impl TextModel {
             anyhow::anyhow!("{e}{hint}")
         })?;
         Ok(Self::Gpt2(
-            Box::new(Gpt2Generator::new(model, args.dtype)),
+            Box::new(
+                Gpt2Generator::new(model, args.dtype).with_sliding_context(args.slide_context),
+            ),
             tokenizer,
         ))
     }

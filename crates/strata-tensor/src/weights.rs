@@ -54,9 +54,12 @@ pub fn save_pytorch_safetensors_mapped<M: Module>(
     path: &Path,
     map: &KeyMap,
 ) -> Result<(), WeightsError> {
+    // `format: pt`, as `safetensors.torch.save_file` writes it: Hugging Face's `from_pretrained`
+    // refuses a file without it.
     let mut store = SafetensorsStore::from_file(path)
         .with_to_adapter(BurnToPyTorchAdapter)
-        .skip_enum_variants(true);
+        .skip_enum_variants(true)
+        .metadata("format", "pt");
     for (from, to) in map.to_file {
         store = store.with_key_remapping(*from, *to);
     }

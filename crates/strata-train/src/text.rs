@@ -227,49 +227,79 @@ impl EncodedCorpus {
     pub fn split(text: &str, path: &Path, seq_len: usize) -> Result<Self, CorpusError> {
         let vocab = CharVocab::from_text(text);
         let ids = vocab.encode(text, "corpus")?;
-        let cut = ids.len() * 9 / 10;
-        let (train, valid) = ids.split_at(cut);
-        for (part, n) in [
-            ("training part (90 %)", train.len()),
-            ("validation part (10 %)", valid.len()),
-        ] {
-            if n < seq_len + 1 {
-                return Err(CorpusError::TooSmall {
-                    path: path.to_path_buf(),
-                    why: format!(
-                        "is too short: its {part} has {n} characters, fewer than --seq-len {seq_len} + 1; use a longer corpus or a shorter --seq-len"
-                    ),
-                });
-            }
-        }
+        let (train, valid) = split_ids(&ids, path, seq_len, "characters", "--seq-len")?;
         Ok(Self {
             vocab,
-            train: Arc::new(train.to_vec()),
-            valid: Arc::new(valid.to_vec()),
+            train,
+            valid,
         })
     }
+}
+
+/// Splits the ids of a corpus 90/10 into training and validation ids; each part must hold at
+/// least one window of `window + 1` ids (`unit`: what an id is, `flag`: the option that sets
+/// `window`, both for the error).
+pub fn split_ids(
+    ids: &[u32],
+    path: &Path,
+    window: usize,
+    unit: &str,
+    flag: &str,
+) -> Result<(Arc<Vec<u32>>, Arc<Vec<u32>>), CorpusError> {
+    let cut = ids.len() * 9 / 10;
+    let (train, valid) = ids.split_at(cut);
+    for (part, n) in [
+        ("training part (90 %)", train.len()),
+        ("validation part (10 %)", valid.len()),
+    ] {
+        if n < window + 1 {
+            return Err(CorpusError::TooSmall {
+                path: path.to_path_buf(),
+                why: format!(
+                    "is too short: its {part} has {n} {unit}, fewer than {flag} {window} + 1; use a longer corpus or a shorter {flag}"
+                ),
+            });
+        }
+    }
+    Ok((Arc::new(train.to_vec()), Arc::new(valid.to_vec())))
 }
 
 /// `seq_len + 1` consecutive token ids.
 pub type Window = Vec<u32>;
 
-/// The windows of a token stream, one every `seq_len` tokens.
+/// The windows of a token stream, one every `stride` tokens (`seq_len` by default: each token
+/// once per pass).
 #[derive(Debug, Clone)]
 pub struct Windows {
     tokens: Arc<Vec<u32>>,
     seq_len: usize,
+    stride: usize,
 }
 
 impl Windows {
-    /// The windows of `tokens`.
+    /// The windows of `tokens`, one every `seq_len` tokens.
     pub fn new(tokens: Arc<Vec<u32>>, seq_len: usize) -> Self {
-        Self { tokens, seq_len }
+        Self {
+            tokens,
+            seq_len,
+            stride: seq_len,
+        }
+    }
+
+    /// The windows of `tokens` starting at every `stride`-th token: with stride 1 and shuffling,
+    /// each batch holds windows at random offsets of the text (as nanoGPT samples them).
+    pub fn overlapping(tokens: Arc<Vec<u32>>, seq_len: usize, stride: usize) -> Self {
+        Self {
+            tokens,
+            seq_len,
+            stride: stride.max(1),
+        }
     }
 }
 
 impl Dataset<Window> for Windows {
     fn get(&self, index: usize) -> Result<Window, DatasetError> {
-        let start = index * self.seq_len;
+        let start = index * self.stride;
         self.tokens
             .get(start..start + self.seq_len + 1)
             .map(<[u32]>::to_vec)
@@ -282,7 +312,12 @@ impl Dataset<Window> for Windows {
     }
 
     fn len(&self) -> usize {
-        (self.tokens.len().saturating_sub(1)) / self.seq_len
+        let last_start = self.tokens.len().saturating_sub(self.seq_len + 1);
+        if self.tokens.len() < self.seq_len + 1 {
+            0
+        } else {
+            last_start / self.stride + 1
+        }
     }
 }
 
@@ -344,6 +379,10 @@ mod tests {
         assert_eq!(w.get(0).unwrap(), vec![0, 1, 2, 3]);
         assert_eq!(w.get(2).unwrap(), vec![6, 7, 8, 9]);
         assert!(w.get(3).is_err());
+        let every = Windows::overlapping(Arc::new((0..11).collect()), 3, 1);
+        assert_eq!(every.len(), 8);
+        assert_eq!(every.get(7).unwrap(), vec![7, 8, 9, 10]);
+        assert!(every.get(8).is_err());
     }
 
     #[test]

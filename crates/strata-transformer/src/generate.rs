@@ -57,6 +57,10 @@ pub struct Gpt2Generator {
     /// `wte` in bf16 (`[vocab, n_embd]`, contiguous) in [`WeightDtype::Bf16`].
     head_bf16: Option<Tensor<2>>,
     device: Device,
+    /// Past the context, read only its last `n_positions` tokens (else stop there).
+    slide: bool,
+    /// The prompt and the tokens fed since (for the sliding context).
+    history: Vec<u32>,
 }
 
 impl Gpt2Generator {
@@ -81,7 +85,18 @@ impl Gpt2Generator {
             cache,
             head_bf16,
             device,
+            slide: false,
+            history: Vec::new(),
         }
+    }
+
+    /// Lets generation go on past the context: once the text fills it, each new token is
+    /// predicted from the last `n_positions` tokens only, recomputed at every step (as nanoGPT's
+    /// `sample.py` crops its input). Without it, generation stops when the context is full, as
+    /// `transformers` does.
+    pub fn with_sliding_context(mut self, slide: bool) -> Self {
+        self.slide = slide;
+        self
     }
 
     /// The model.
@@ -99,22 +114,42 @@ impl Gpt2Generator {
                 self.cache.len() + n
             )));
         }
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
-        let hidden = self.model.hidden(ids, Some(&mut self.cache));
+        let hidden = self
+            .model
+            .hidden(self.id_tensor(ids), Some(&mut self.cache));
         let e = hidden.dims()[2];
         let last = hidden.narrow(1, n - 1, 1).reshape([1, e]);
-        let logits = match &self.head_bf16 {
-            Some(head) => crate::kernels::project_bf16(last, head.clone()),
-            None => self
-                .model
-                .head(last.reshape([1, 1, e]))
-                .reshape([1, self.model.config().vocab_size]),
-        };
-        logits
+        self.head(last)
             .into_data()
             .try_into_vec::<f32>()
             .map_err(|e| GenerateError::Model(format!("{e:?}")))
+    }
+
+    fn id_tensor(&self, ids: &[u32]) -> Tensor<2, Int> {
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let n = ids.len();
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device)
+    }
+
+    /// The output layer over `hidden` (`[rows, n_embd]`), in the decode dtype.
+    fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.head_bf16 {
+            Some(head) => crate::kernels::project_bf16(hidden, head.clone()),
+            None => {
+                let [rows, e] = hidden.dims();
+                self.model
+                    .head(hidden.reshape([1, rows, e]))
+                    .reshape([rows, self.model.config().vocab_size])
+            }
+        }
+    }
+
+    /// Next-token logits at every position of `ids` (at most the context), `[len, vocab]`, in the
+    /// decode dtype, without touching the cache.
+    pub fn logits(&self, ids: &[u32]) -> Tensor<2> {
+        let hidden = self.model.hidden(self.id_tensor(ids), None);
+        let [_, t, e] = hidden.dims();
+        self.head(hidden.reshape([t, e]))
     }
 }
 
@@ -127,14 +162,30 @@ impl Decoder for Gpt2Generator {
                 "token id {bad} is outside the model's vocabulary of {vocab}"
             )));
         }
+        let context = self.model.config().n_positions;
+        if prompt.len() > context {
+            return Err(GenerateError::Invalid(format!(
+                "the prompt has {} tokens but the model's context is {context}; shorten it",
+                prompt.len()
+            )));
+        }
+        self.history = prompt.to_vec();
         self.logits_after(prompt)
     }
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>, GenerateError> {
+        self.history.push(token);
+        let context = self.model.config().n_positions;
+        if self.slide && self.cache.len() + 1 > context {
+            self.cache.clear();
+            let start = self.history.len() - context;
+            let window = self.history[start..].to_vec();
+            return self.logits_after(&window);
+        }
         self.logits_after(&[token])
     }
 
     fn max_len(&self) -> Option<usize> {
-        Some(self.model.config().n_positions)
+        (!self.slide).then_some(self.model.config().n_positions)
     }
 }

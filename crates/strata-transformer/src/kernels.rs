@@ -9,13 +9,16 @@
 //! first (reading the weight once and writing it twice), so it saves nothing; elsewhere (other
 //! backends, the prompt's many rows) the weight is cast to f32 and Burn's matmul runs.
 
+#[cfg(feature = "flex")]
 use burn::backend::tensor::FloatTensor;
+#[cfg(feature = "flex")]
 use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 use half::bf16;
 
 /// Rows up to which a bf16 product streams the weight once per row rather than converting it.
+#[cfg(feature = "flex")]
 const STREAM_ROWS: usize = 4;
 
 /// `x · w` for `x` `[rows, in]` (f32) and an f32 weight `w` `[in, out]` (possibly a transposed
@@ -27,6 +30,7 @@ pub fn project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 /// `x · wᵀ` for `x` `[rows, in]` (f32) and a bf16 weight `w_t` `[out, in]` (contiguous): the
 /// weight-only kernel on flex for a few rows, else `w_t` cast to f32 and Burn's matmul.
 pub fn project_bf16(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
     if x.dims()[0] <= STREAM_ROWS && x.device().clone().inner() == Device::flex() {
         let out = <burn::backend::Dispatch as WeightOnlyOps>::matmul_bf16_weight(
             x.into_dispatch(),
@@ -38,12 +42,14 @@ pub fn project_bf16(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
 }
 
 /// Products with a weight kept in reduced precision.
+#[cfg(feature = "flex")]
 #[backend_extension(Flex)]
 pub trait WeightOnlyOps: Backend {
     /// `x · w_tᵀ` for `x` `[rows, in]` in f32 and `w_t` `[out, in]` in bf16; f32 result.
     fn matmul_bf16_weight(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
+#[cfg(feature = "flex")]
 impl WeightOnlyOps for Flex {
     fn matmul_bf16_weight(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self> {
         let x = x.to_contiguous();
@@ -117,7 +123,7 @@ fn dot_bf16(x: &[f32], w: &[bf16]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
 

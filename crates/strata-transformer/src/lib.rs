@@ -10,11 +10,13 @@
 
 pub mod bench;
 pub mod config;
+pub mod eval;
 pub mod generate;
 pub mod kernels;
 pub mod load;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::{GPT2, Gpt2Config};
 pub use generate::{Gpt2Generator, WeightDtype};

@@ -71,13 +71,7 @@ impl ModelFiles {
     pub fn resolve(source: &Source) -> Result<Self, LoadError> {
         let config = source.file(CONFIG_FILE)?;
         let weights = source.file(WEIGHTS_FILE)?;
-        let tokenizer = match source.file(TOKENIZER_FILE) {
-            Ok(path) => vec![path],
-            Err(HubError::FileNotFound { .. } | HubError::LocalFileMissing { .. }) => {
-                vec![source.file(VOCAB_FILE)?, source.file(MERGES_FILE)?]
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let tokenizer = tokenizer_files(source)?;
         Ok(Self {
             config,
             weights,
@@ -87,11 +81,31 @@ impl ModelFiles {
 
     /// The tokenizer these files hold.
     pub fn tokenizer(&self) -> Result<TextTokenizer, TokenizerError> {
-        match self.tokenizer.as_slice() {
-            [json] => TextTokenizer::from_file(json),
-            [vocab, merges] => TextTokenizer::gpt2_from_vocab_merges(vocab, merges),
-            _ => unreachable!("resolve names one or two tokenizer files"),
+        read_tokenizer(&self.tokenizer)
+    }
+
+    /// The tokenizer of `source` alone (a model dir or Hub repository).
+    pub fn tokenizer_of(source: &Source) -> Result<TextTokenizer, LoadError> {
+        Ok(read_tokenizer(&tokenizer_files(source)?)?)
+    }
+}
+
+/// `tokenizer.json` where there is one, else `vocab.json` + `merges.txt`.
+fn tokenizer_files(source: &Source) -> Result<Vec<PathBuf>, HubError> {
+    match source.file(TOKENIZER_FILE) {
+        Ok(path) => Ok(vec![path]),
+        Err(HubError::FileNotFound { .. } | HubError::LocalFileMissing { .. }) => {
+            Ok(vec![source.file(VOCAB_FILE)?, source.file(MERGES_FILE)?])
         }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_tokenizer(files: &[PathBuf]) -> Result<TextTokenizer, TokenizerError> {
+    match files {
+        [json] => TextTokenizer::from_file(json),
+        [vocab, merges] => TextTokenizer::gpt2_from_vocab_merges(vocab, merges),
+        _ => unreachable!("a tokenizer is one or two files"),
     }
 }
 

@@ -15,7 +15,7 @@
 //! ```no_run
 //! # use burn::prelude::*;
 //! use strata_transformer::{Gpt2Config, KvCache};
-//! let device = Device::flex();
+//! let device = strata_tensor::first_compiled_device();
 //! let model = Gpt2Config::distilgpt2().init(&device);
 //! let mut cache = KvCache::new(model.config().n_layer);
 //! let ids = Tensor::<2, Int>::from_data([[464, 2068, 7586]], &device);
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn the_cache_gives_the_logits_of_the_whole_text() {
-        let device = Device::flex();
+        let device = strata_tensor::first_compiled_device();
         strata_tensor::seed(&device, 3);
         let model = tiny().init(&device);
         let ids = Tensor::<2, Int>::from_data([[1, 7, 3, 9, 4, 2]], &device);
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_position_never_sees_the_future() {
-        let device = Device::flex();
+        let device = strata_tensor::first_compiled_device();
         strata_tensor::seed(&device, 4);
         let model = tiny().init(&device);
         let a = model.forward(Tensor::<2, Int>::from_data([[5, 6, 7, 8]], &device), None);
@@ -460,7 +460,7 @@ mod tests {
 
     #[test]
     fn the_dropout_path_matches_the_fused_attention_without_dropout() {
-        let device = Device::flex().autodiff();
+        let device = strata_tensor::first_compiled_device().autodiff();
         strata_tensor::seed(&device, 5);
         let mut config = tiny();
         config.attn_pdrop = 0.5;

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
 use safetensors::SafeTensors;
 use strata_data::hub::{HubSettings, Source};
 use strata_tensor::generate::{Decoder, GenerateOptions, SamplingConfig, generate};
@@ -63,7 +62,7 @@ fn check_layout(layout: &str) {
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let logits = SafeTensors::deserialize(&bytes).unwrap();
-    let device = Device::flex();
+    let device = strata_tensor::first_compiled_device();
     let (model, tokenizer) = load::load(&local(&dir.join(layout)), &device).unwrap();
     let mut generator = Gpt2Generator::new(model, WeightDtype::F32);
     let max_new = expected["max_new_tokens"].as_u64().unwrap() as usize;
@@ -131,7 +130,7 @@ fn the_save_pretrained_layout_matches_transformers() {
 #[test]
 fn bf16_weights_keep_the_greedy_tokens_close() {
     let dir = fixtures();
-    let device = Device::flex();
+    let device = strata_tensor::first_compiled_device();
     let (model, tokenizer) = load::load(&local(&dir.join("new")), &device).unwrap();
     let (reference, _) = load::load(&local(&dir.join("new")), &device).unwrap();
     let mut f32_gen = Gpt2Generator::new(reference, WeightDtype::F32);
