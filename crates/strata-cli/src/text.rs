@@ -272,9 +272,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// A loaded text model: its decoder and how its tokens become text.
 enum TextModel {
     /// A character-level RNN (train-sequence --task char-lm).
-    Char(CharLmGenerator),
+    Char(Box<CharLmGenerator>),
     /// A GPT-2 and its tokenizer.
-    Gpt2(Box<Gpt2Generator>, TextTokenizer),
+    Gpt2(Box<Gpt2Generator>, Box<TextTokenizer>),
 }
 
 /// Turns tokens into text as they come.
@@ -318,7 +318,7 @@ impl TextModel {
                             args.dtype
                         );
                     }
-                    return Ok(Self::Char(CharLmGenerator::load(dir, device)?));
+                    return Ok(Self::Char(Box::new(CharLmGenerator::load(dir, device)?)));
                 }
                 if model_type != GPT2 {
                     bail!(
@@ -343,7 +343,7 @@ impl TextModel {
             Box::new(
                 Gpt2Generator::new(model, args.dtype).with_sliding_context(args.slide_context),
             ),
-            tokenizer,
+            Box::new(tokenizer),
         ))
     }
 
@@ -365,7 +365,7 @@ impl TextModel {
         match self {
             Self::Char(model) => {
                 let vocab = model.vocab().clone();
-                (model, Pieces::Char(vocab))
+                (model.as_mut(), Pieces::Char(vocab))
             }
             Self::Gpt2(model, tokenizer) => (model.as_mut(), Pieces::Gpt2(tokenizer.stream())),
         }

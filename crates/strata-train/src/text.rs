@@ -236,6 +236,9 @@ impl EncodedCorpus {
     }
 }
 
+/// The token ids of a text, shared between data loaders without copying.
+pub type TokenIds = Arc<Vec<u32>>;
+
 /// Splits the ids of a corpus 90/10 into training and validation ids; each part must hold at
 /// least one window of `window + 1` ids (`unit`: what an id is, `flag`: the option that sets
 /// `window`, both for the error).
@@ -245,7 +248,7 @@ pub fn split_ids(
     window: usize,
     unit: &str,
     flag: &str,
-) -> Result<(Arc<Vec<u32>>, Arc<Vec<u32>>), CorpusError> {
+) -> Result<(TokenIds, TokenIds), CorpusError> {
     let cut = ids.len() * 9 / 10;
     let (train, valid) = ids.split_at(cut);
     for (part, n) in [

@@ -233,7 +233,7 @@ impl Gpt2Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(
                 "n_embd ({}) is not a multiple of n_head ({})",
                 self.n_embd, self.n_head
@@ -259,7 +259,7 @@ impl Gpt2Config {
                 return Err(format!("{name} must be in [0, 1), not {p}"));
             }
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err("layer_norm_epsilon must be positive".into());
         }
         Ok(())

@@ -9,6 +9,10 @@
 //! so nothing is transposed. Loading is strict: a missing tensor, a tensor of another shape or a
 //! key the model does not have is an error naming it.
 
+// `LoadError` carries strata-data's `HubError` (144 bytes at most: what its one-line messages
+// name), on a path taken once per model. Boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;

@@ -50,9 +50,9 @@ pub enum TrainTextError {
     /// The tokenizer is unusable.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    /// The tokenizer's files could not be found.
+    /// The tokenizer's files could not be found (boxed: a Hub error is large).
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(Box<LoadError>),
     /// Training failed.
     #[error(transparent)]
     Fit(#[from] strata_train::FitError),
@@ -65,6 +65,12 @@ pub enum TrainTextError {
     /// Options are inconsistent.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<LoadError> for TrainTextError {
+    fn from(e: LoadError) -> Self {
+        Self::Load(Box::new(e))
+    }
 }
 
 /// How the corpus becomes tokens.
@@ -160,7 +166,7 @@ impl TrainTextOptions {
                 return invalid(format!("{flag} must be at least 1"));
             }
         }
-        if self.embd % self.heads != 0 {
+        if !self.embd.is_multiple_of(self.heads) {
             return invalid(format!(
                 "--embd {} is not a multiple of --heads {}: each head gets embd / heads features",
                 self.embd, self.heads
