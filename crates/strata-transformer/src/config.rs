@@ -2,7 +2,7 @@
 //!
 //! Field names, meanings and defaults are those of `transformers.GPT2Config`, so the
 //! `config.json` of `openai-community/gpt2` (and -medium, -large, -xl, `distilgpt2`) reads as it
-//! is, and what [`Gpt2Config::save`] writes is read by `GPT2LMHeadModel.from_pretrained`.
+//! is, and what a [`Gpt2Config`] serialises to is read by `GPT2LMHeadModel.from_pretrained`.
 
 use std::path::Path;
 
@@ -279,15 +279,6 @@ impl Gpt2Config {
         config.check().map_err(invalid)?;
         Ok(config)
     }
-
-    /// The `config.json` text `transformers` reads back as this configuration.
-    pub fn to_json(&self) -> String {
-        let mut value = serde_json::to_value(self).unwrap_or_default();
-        if let Some(map) = value.as_object_mut() {
-            map.insert("torch_dtype".into(), "float32".into());
-        }
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -331,7 +322,7 @@ mod tests {
         let mut c = Gpt2Config::gpt2();
         c.model_type = "llama".into();
         assert!(c.check().unwrap_err().contains("llama"));
-        let c: Gpt2Config = serde_json::from_str(&Gpt2Config::gpt2_xl().to_json()).unwrap();
+        let c: Gpt2Config = serde_json::from_str(&serde_json::to_string(&Gpt2Config::gpt2_xl()).unwrap()).unwrap();
         assert_eq!(c, Gpt2Config::gpt2_xl());
     }
 }
