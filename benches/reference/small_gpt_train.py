@@ -3,9 +3,9 @@
 
 GPT2Config(vocab_size=65 characters of tiny Shakespeare, n_positions=64, n_embd=128, n_layer=4,
 n_head=4, no dropout); 90/10 split of the characters; batches of 12 windows of 64+1 characters at
-random offsets; AdamW (lr 1e-3, betas 0.9/0.99, weight decay 0.1 on every parameter, as Strata's
+random offsets; AdamW (lr 1e-3 or --lr, betas 0.9/0.99, weight decay 0.1 on every parameter, as Strata's
 harness does; --decay-2d-only decays only matrices and embeddings, as nanoGPT does), 100 warm-up
-steps then cosine decay to 1e-4, gradient norm clipped at 1, 2000 steps; the validation loss is the
+steps then cosine decay to lr / 10, gradient norm clipped at 1, 2000 steps; the validation loss is the
 mean over every consecutive window of the validation text (as Strata reports it).
 
     ~/.cache/strata/venv/bin/python benches/reference/small_gpt_train.py [--steps 2000] [--seed 42] [--decay-2d-only]
@@ -31,6 +31,7 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--decay-2d-only", action="store_true")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -61,8 +62,8 @@ def main():
         ]
     else:
         groups = [{"params": list(model.parameters()), "weight_decay": 0.1}]
-    opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
-    warmup, lr, min_lr = 100, 1e-3, 1e-4
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), eps=1e-8)
+    warmup, lr, min_lr = 100, args.lr, args.lr / 10
 
     def lr_at(t):
         if t < warmup:
@@ -101,6 +102,8 @@ def main():
         "steps": args.steps,
         "train_seconds": round(train_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "lr": args.lr,
+        "batch_size": batch,
         "decay_2d_only": args.decay_2d_only,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -54,7 +54,7 @@ enum Command {
     #[command(
         mut_arg("epochs", |a| a.default_value("0").help("Epochs to train (in total, also with --resume); 0: --max-steps 2000")),
         mut_arg("batch_size", |a| a.default_value("12")),
-        mut_arg("lr", |a| a.default_value("0.001")),
+        mut_arg("lr", |a| a.default_value("0.003")),
         mut_arg("optimizer", |a| a.default_value("adamw")),
         mut_arg("weight_decay", |a| a.default_value("0.1")),
         mut_arg("warmup_steps", |a| a.default_value("100")),
