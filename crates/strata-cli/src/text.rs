@@ -1,6 +1,6 @@
 //! `strata generate-text`: one generation command for every text model Strata has, over the
-//! decode loop of `strata_tensor::generate`. The artifact dir's `model_type` says which model
-//! loads.
+//! decode loop of `strata_tensor::generate`. The dir's `model_type` says which model loads
+//! (`--model` is always a GPT-2). `strata eval-text`: a GPT-2's perplexity on a corpus.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -11,21 +11,19 @@ use clap::Args;
 use strata_data::hub::{HubSettings, Source};
 use strata_sequence::job::{CHAR_LM, CharLmGenerator};
 use strata_tensor::generate::{Decoder, GenerateOptions, SamplingConfig, StopReason, generate};
-use strata_transformer::{GPT2, Gpt2Generator, TextTokenizer, WeightDtype};
+use strata_transformer::{GPT2, Gpt2, Gpt2Generator, TextTokenizer, WeightDtype};
 
 use strata_train::text::{locate_corpus, read_corpus, split_ids};
 use strata_transformer::eval::{greedy_agreement, score_text};
 
 use crate::args::{BackendArgs, DataArgs, Format, FormatArgs, choice};
 
-/// `strata generate-text`.
+/// The text model of `generate-text` and `eval-text`.
 #[derive(Args, Debug)]
-pub struct GenerateArgs {
-    #[command(flatten)]
-    backend: BackendArgs,
+pub struct ModelArgs {
     /// Dir of a text model: a Hugging Face GPT-2 dir (config.json, model.safetensors,
-    /// tokenizer.json or vocab.json + merges.txt; what train-text writes), or the artifact dir of
-    /// train-sequence --task char-lm.
+    /// tokenizer.json or vocab.json + merges.txt; what train-text writes), or (generate-text) the
+    /// artifact dir of train-sequence --task char-lm.
     #[arg(
         long,
         visible_alias = "artifact-dir",
@@ -41,9 +39,45 @@ pub struct GenerateArgs {
     /// Branch, tag or commit of the Hub repository (with --model).
     #[arg(long, requires = "model")]
     revision: Option<String>,
-    /// Precision of a GPT-2's weights: bf16 halves the bytes each token reads (GPT-2 only).
+    /// Precision of a GPT-2's weights: bf16 halves the bytes each token reads (eval-text compares
+    /// it with f32).
     #[arg(long, default_value = "f32", value_parser = choice::<WeightDtype>(WeightDtype::NAMES))]
     dtype: WeightDtype,
+}
+
+impl ModelArgs {
+    /// Where the GPT-2's files are: `--model` (a Hub id or a dir), else `--model-dir`.
+    fn gpt2_source(&self) -> Result<Source> {
+        Ok(match (&self.model, &self.model_dir) {
+            (Some(model), _) => {
+                Source::resolve(model, self.revision.as_deref(), &HubSettings::from_env())?
+            }
+            (None, Some(dir)) => Source::Local(dir.clone()),
+            (None, None) => bail!("pass --model-dir DIR or --model HUB_ID"),
+        })
+    }
+
+    /// The GPT-2 and its tokenizer; a Hub file that cannot be had says to pass a dir.
+    fn load_gpt2(&self, device: &burn::tensor::Device) -> Result<(Gpt2, TextTokenizer)> {
+        strata_transformer::load::load(&self.gpt2_source()?, device).map_err(|e| {
+            let hint = match e {
+                strata_transformer::load::LoadError::Hub(_) => {
+                    " (with the files on disk, pass --model-dir DIR)"
+                }
+                _ => "",
+            };
+            anyhow::anyhow!("{e}{hint}")
+        })
+    }
+}
+
+/// `strata generate-text`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    source: ModelArgs,
     /// Text to continue.
     #[arg(long)]
     prompt: String,
@@ -167,28 +201,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 pub struct EvalArgs {
     #[command(flatten)]
     backend: BackendArgs,
-    /// A Hugging Face GPT-2 dir (what train-text writes).
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "model",
-        conflicts_with = "model"
-    )]
-    model_dir: Option<PathBuf>,
-    /// A GPT-2 model: a Hugging Face Hub id, or a local dir.
-    #[arg(long, value_name = "HUB_ID_OR_DIR")]
-    model: Option<String>,
-    /// Branch, tag or commit of the Hub repository (with --model).
-    #[arg(long, requires = "model")]
-    revision: Option<String>,
+    #[command(flatten)]
+    source: ModelArgs,
     /// The text: its last 10 % (train-text's validation split) is scored [default: tiny Shakespeare under --data-dir]
     #[arg(long, value_name = "FILE")]
     corpus: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// Precision of the weights; bf16 is compared with f32 (perplexity, and how often both pick the same token).
-    #[arg(long, default_value = "f32", value_parser = choice::<WeightDtype>(WeightDtype::NAMES))]
-    dtype: WeightDtype,
     /// Score at most this many tokens of the validation text.
     #[arg(long)]
     max_tokens: Option<usize>,
@@ -200,13 +219,8 @@ pub struct EvalArgs {
 /// compares it with f32.
 pub fn eval(args: EvalArgs) -> Result<()> {
     let (_, device) = args.backend.device()?;
-    let settings = HubSettings::from_env();
-    let source = match (&args.model, &args.model_dir) {
-        (Some(model), _) => Source::resolve(model, args.revision.as_deref(), &settings)?,
-        (_, Some(dir)) => Source::Local(dir.clone()),
-        (None, None) => bail!("pass --model-dir DIR or --model HUB_ID"),
-    };
-    let (model, tokenizer) = strata_transformer::load::load(&source, &device)?;
+    let dtype = args.source.dtype;
+    let (model, tokenizer) = args.source.load_gpt2(&device)?;
     let path = locate_corpus(args.corpus.as_deref(), args.data.data_dir.as_deref())?;
     let text = read_corpus(&path)?;
     let ids = tokenizer.encode(&text, "corpus")?;
@@ -227,9 +241,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         reference.loss,
         reference.perplexity
     );
-    if args.dtype != WeightDtype::F32 {
-        let (model, _) = strata_transformer::load::load(&source, &device)?;
-        let mut low = Gpt2Generator::new(model, args.dtype);
+    if dtype != WeightDtype::F32 {
+        let (model, _) = args.source.load_gpt2(&device)?;
+        let mut low = Gpt2Generator::new(model, dtype);
         let score = score_text(&low, valid);
         let same = score
             .argmax
@@ -249,13 +263,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             .collect();
         let mut f32_model = f32_model;
         let greedy = greedy_agreement(&mut f32_model, &mut low, &prompts, new_tokens);
-        json[args.dtype.name()] =
+        json[dtype.name()] =
             serde_json::json!({"loss": score.loss, "perplexity": score.perplexity});
         json["top1_agreement"] = same.into();
         json["greedy_agreement"] = greedy.into();
         line.push_str(&format!(
             "; {}: loss {:.4}, perplexity {:.3}; the same most probable token at {:.2}% of positions; greedy continuations of 5 prompts agree for {:.1}% of {new_tokens} tokens before they first differ",
-            args.dtype,
+            dtype,
             score.loss,
             score.perplexity,
             same * 100.0,
@@ -306,42 +320,29 @@ impl Pieces<'_> {
 
 impl TextModel {
     fn load(args: &GenerateArgs, device: &burn::tensor::Device) -> Result<Self> {
-        let settings = HubSettings::from_env();
-        let source = match (&args.model, &args.model_dir) {
-            (Some(model), _) => Source::resolve(model, args.revision.as_deref(), &settings)?,
-            (None, Some(dir)) => {
-                let model_type = strata_train::artifact::read_model_type(dir)?;
-                if model_type == CHAR_LM {
-                    if args.dtype != WeightDtype::F32 {
-                        bail!(
-                            "--dtype {} is for GPT-2 models; a {CHAR_LM} runs in f32",
-                            args.dtype
-                        );
-                    }
-                    return Ok(Self::Char(Box::new(CharLmGenerator::load(dir, device)?)));
-                }
-                if model_type != GPT2 {
+        let source = &args.source;
+        if let (None, Some(dir)) = (&source.model, &source.model_dir) {
+            let model_type = strata_train::artifact::read_model_type(dir)?;
+            if model_type == CHAR_LM {
+                if source.dtype != WeightDtype::F32 {
                     bail!(
-                        "{}: generate-text cannot run model_type '{model_type}'; it runs {GPT2} (Hugging Face GPT-2 dirs, train-text) and {CHAR_LM} (train-sequence --task char-lm)",
-                        dir.display()
+                        "--dtype {} is for GPT-2 models; a {CHAR_LM} runs in f32",
+                        source.dtype
                     );
                 }
-                Source::Local(dir.clone())
+                return Ok(Self::Char(Box::new(CharLmGenerator::load(dir, device)?)));
             }
-            (None, None) => bail!("pass --model-dir DIR or --model HUB_ID"),
-        };
-        let (model, tokenizer) = strata_transformer::load::load(&source, device).map_err(|e| {
-            let hint = match e {
-                strata_transformer::load::LoadError::Hub(_) => {
-                    " (with the files on disk, pass --model-dir DIR)"
-                }
-                _ => "",
-            };
-            anyhow::anyhow!("{e}{hint}")
-        })?;
+            if model_type != GPT2 {
+                bail!(
+                    "{}: generate-text cannot run model_type '{model_type}'; it runs {GPT2} (Hugging Face GPT-2 dirs, train-text) and {CHAR_LM} (train-sequence --task char-lm)",
+                    dir.display()
+                );
+            }
+        }
+        let (model, tokenizer) = source.load_gpt2(device)?;
         Ok(Self::Gpt2(
             Box::new(
-                Gpt2Generator::new(model, args.dtype).with_sliding_context(args.slide_context),
+                Gpt2Generator::new(model, source.dtype).with_sliding_context(args.slide_context),
             ),
             Box::new(tokenizer),
         ))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::assert_one_line_error;
+use common::{assert_one_line_error, json};
 
 fn strata(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -35,15 +35,6 @@ fn shakespeare_excerpt(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON line")
-}
 
 /// Trains a small character model on an excerpt; returns its artifact dir.
 fn train_small(tmp: &Path) -> PathBuf {

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use strata_data::testing::{HubFixture, serve_hub};
 
 mod common;
-use common::assert_one_line_error;
+use common::{assert_one_line_error, json};
 
 fn strata(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -20,29 +20,9 @@ fn strata(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run strata")
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON line")
-}
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strata/fixtures")
-        })
-        .join("gpt2");
-    assert!(
-        dir.join("expected.json").is_file(),
-        "GPT-2 fixtures missing in {}: run `cargo xtask test`",
-        dir.display()
-    );
-    dir
+    strata_data::testing::fixtures_dir("gpt2", "expected.json")
 }
 
 fn case(layout: &str, index: u64) -> serde_json::Value {

@@ -111,6 +111,25 @@ fn is_lfs(file: &str) -> bool {
     .any(|ext| file.ends_with(ext))
 }
 
+/// The folder of the generated test fixtures `name` (`$STRATA_FIXTURES_DIR/NAME`, which
+/// `cargo xtask test` fills from the scripts of `datasets/fixtures/`; else
+/// `~/.cache/strata/fixtures/NAME`). Panics, saying how to make them, if `marker` is not in it.
+pub fn fixtures_dir(name: &str, marker: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("STRATA_FIXTURES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/strata/fixtures")
+        })
+        .join(name);
+    assert!(
+        dir.join(marker).is_file(),
+        "{name} fixtures missing in {}: run `cargo xtask test` (it runs datasets/fixtures/make_{name}_fixtures.py)",
+        dir.display()
+    );
+    dir
+}
+
 /// SHA-256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))

@@ -12,18 +12,7 @@ use strata_tensor::generate::{Decoder, GenerateOptions, SamplingConfig, generate
 use strata_transformer::{Gpt2Generator, WeightDtype, load};
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strata/fixtures")
-        })
-        .join("gpt2");
-    assert!(
-        dir.join("expected.safetensors").is_file(),
-        "GPT-2 fixtures missing in {}: run `cargo xtask test` (or datasets/fixtures/make_gpt2_fixtures.py)",
-        dir.display()
-    );
-    dir
+    strata_data::testing::fixtures_dir("gpt2", "expected.safetensors")
 }
 
 fn floats(st: &SafeTensors, key: &str) -> Vec<f32> {

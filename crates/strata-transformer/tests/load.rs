@@ -26,18 +26,7 @@ fn data_dir() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("STRATA_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strata/fixtures")
-        })
-        .join("gpt2");
-    assert!(
-        dir.join("expected.json").is_file(),
-        "GPT-2 fixtures missing in {}: run `cargo xtask test`",
-        dir.display()
-    );
-    dir
+    strata_data::testing::fixtures_dir("gpt2", "expected.json")
 }
 
 fn expected_case(layout: &str, index: u64) -> (String, Vec<u32>) {
