@@ -35,7 +35,6 @@ fn shakespeare_excerpt(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-
 /// Trains a small character model on an excerpt; returns its artifact dir.
 fn train_small(tmp: &Path) -> PathBuf {
     let corpus = shakespeare_excerpt(tmp, 40_000);

@@ -20,7 +20,6 @@ fn strata(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run strata")
 }
 
-
 fn fixtures() -> PathBuf {
     strata_data::testing::fixtures_dir("gpt2", "expected.json")
 }

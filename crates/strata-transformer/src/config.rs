@@ -322,7 +322,8 @@ mod tests {
         let mut c = Gpt2Config::gpt2();
         c.model_type = "llama".into();
         assert!(c.check().unwrap_err().contains("llama"));
-        let c: Gpt2Config = serde_json::from_str(&serde_json::to_string(&Gpt2Config::gpt2_xl()).unwrap()).unwrap();
+        let c: Gpt2Config =
+            serde_json::from_str(&serde_json::to_string(&Gpt2Config::gpt2_xl()).unwrap()).unwrap();
         assert_eq!(c, Gpt2Config::gpt2_xl());
     }
 }
