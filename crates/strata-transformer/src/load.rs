@@ -113,13 +113,34 @@ fn read_tokenizer(files: &[PathBuf]) -> Result<TextTokenizer, TokenizerError> {
     }
 }
 
-/// Loads `weights` (either key layout) into a model built from `config`.
+/// Loads `weights` (either key layout) into a model built from `config`. Tensors stored in
+/// f16 or bf16 (as some checkpoints on the Hub are) are widened to f32, the precision the
+/// model computes in.
 pub fn load_weights(
     config: &Gpt2Config,
     weights: &Path,
     device: &Device,
 ) -> Result<Gpt2, WeightsError> {
-    load_pytorch_weights_mapped(config.init(device), weights, &GPT2_KEYS)
+    let model = load_pytorch_weights_mapped(config.init(device), weights, &GPT2_KEYS)?;
+    Ok(model.map(&mut ToF32))
+}
+
+/// Casts every float parameter that is not f32 to f32.
+struct ToF32;
+
+impl burn::module::ModuleMapper for ToF32 {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| {
+            if t.dtype() == burn::tensor::DType::F32 {
+                t
+            } else {
+                t.cast(burn::tensor::DType::F32)
+            }
+        })
+    }
 }
 
 /// Saves `model`'s parameters as `model.safetensors` in the layout `save_pretrained` writes

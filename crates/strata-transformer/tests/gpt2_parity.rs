@@ -117,6 +117,23 @@ fn the_save_pretrained_layout_matches_transformers() {
 }
 
 #[test]
+fn a_float16_checkpoint_loads_into_f32() {
+    let dir = fixtures();
+    let device = strata_tensor::first_compiled_device();
+    let (model, tokenizer) = load::load(&local(&dir.join("new-f16")), &device).unwrap();
+    assert_eq!(model.wte.weight.val().dtype(), burn::tensor::DType::F32);
+    let mut generator = Gpt2Generator::new(model, WeightDtype::F32);
+    let prompt = tokenizer.encode("The quick brown fox", "prompt").unwrap();
+    let ours = generator.prefill(&prompt).unwrap();
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let reference = floats(&SafeTensors::deserialize(&bytes).unwrap(), "new.0.prompt");
+    // f16 keeps 11 bits of mantissa: the logits move by about a thousandth of their scale.
+    let scale = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let d = max_diff(&ours, &reference);
+    assert!(d < 0.01 * scale, "f16 logits differ by {d} (scale {scale})");
+}
+
+#[test]
 fn bf16_weights_keep_the_greedy_tokens_close() {
     let dir = fixtures();
     let device = strata_tensor::first_compiled_device();
