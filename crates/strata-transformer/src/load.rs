@@ -34,7 +34,11 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// a tied `lm_head.weight` are skipped.
 pub const GPT2_KEYS: KeyMap = KeyMap {
     to_module: &[(r"^transformer\.", "")],
-    to_file: &[],
+    // Errors name keys as the file does: Burn's LayerNorm calls its parameters gamma and beta.
+    to_file: &[
+        (r"(ln_\d+|ln_f)\.gamma$", "${1}.weight"),
+        (r"(ln_\d+|ln_f)\.beta$", "${1}.bias"),
+    ],
     ignored: &[r"^h\.\d+\.attn\.(bias|masked_bias)$", r"^lm_head\.weight$"],
 };
 
