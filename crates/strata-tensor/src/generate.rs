@@ -257,6 +257,21 @@ pub struct GenerateOptions {
     pub eos: Vec<u32>,
 }
 
+impl GenerateOptions {
+    /// Greedy (argmax) decoding of `max_new_tokens` tokens, with no end-of-sequence token: what
+    /// benchmarks and comparisons between models run.
+    pub fn greedy(max_new_tokens: usize) -> Self {
+        Self {
+            max_new_tokens,
+            sampling: SamplingConfig {
+                greedy: true,
+                ..SamplingConfig::default()
+            },
+            eos: Vec::new(),
+        }
+    }
+}
+
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {

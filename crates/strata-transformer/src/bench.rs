@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use burn::module::Module;
 use burn::prelude::*;
-use strata_tensor::generate::{GenerateOptions, SamplingConfig, generate};
+use strata_tensor::generate::{GenerateOptions, generate};
 
 use crate::config::Gpt2Config;
 use crate::generate::{Gpt2Generator, WeightDtype};
@@ -53,14 +53,7 @@ pub fn gpt2_decode_throughput(
     let prompt: Vec<u32> = (0..prompt_len)
         .map(|i| ((i * 7919 + 13) % config.vocab_size) as u32)
         .collect();
-    let options = GenerateOptions {
-        max_new_tokens: new_tokens,
-        sampling: SamplingConfig {
-            greedy: true,
-            ..SamplingConfig::default()
-        },
-        eos: Vec::new(),
-    };
+    let options = GenerateOptions::greedy(new_tokens);
     let (mut prompt_s, mut decode_s, mut decoded) = (0.0, 0.0, 0);
     for run in 0..warmup + runs {
         let g = generate(&mut generator, &prompt, &options, &mut |_| {

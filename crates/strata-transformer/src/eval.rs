@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 
 use serde::Serialize;
-use strata_tensor::generate::{GenerateOptions, SamplingConfig, generate};
+use strata_tensor::generate::{GenerateOptions, generate};
 
 use crate::generate::Gpt2Generator;
 
@@ -61,14 +61,7 @@ pub fn greedy_agreement(
     prompts: &[Vec<u32>],
     new_tokens: usize,
 ) -> f64 {
-    let options = GenerateOptions {
-        max_new_tokens: new_tokens,
-        sampling: SamplingConfig {
-            greedy: true,
-            ..SamplingConfig::default()
-        },
-        eos: Vec::new(),
-    };
+    let options = GenerateOptions::greedy(new_tokens);
     let run = |g: &mut Gpt2Generator, p: &[u32]| {
         generate(g, p, &options, &mut |_| ControlFlow::Continue(()))
             .map(|r| r.generated_ids)
