@@ -227,6 +227,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let context = model.config().n_positions;
     let (_, valid) = split_ids(&ids, &path, 1, "tokens", "the context")?;
     let valid = &valid[..args.max_tokens.unwrap_or(usize::MAX).min(valid.len())];
+    let low_model = (dtype != WeightDtype::F32).then(|| model.clone());
     let f32_model = Gpt2Generator::new(model, WeightDtype::F32);
     let reference = score_text(&f32_model, valid);
     let mut json = serde_json::json!({
@@ -241,8 +242,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         reference.loss,
         reference.perplexity
     );
-    if dtype != WeightDtype::F32 {
-        let (model, _) = args.source.load_gpt2(&device)?;
+    if let Some(model) = low_model {
         let mut low = Gpt2Generator::new(model, dtype);
         let score = score_text(&low, valid);
         let same = score

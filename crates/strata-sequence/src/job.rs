@@ -450,11 +450,7 @@ fn finish<C: Serialize>(
     parameters: usize,
     started: Instant,
 ) -> Result<TrainSequenceReport, JobError> {
-    metrics.wall_seconds += seconds_outside_fit;
-    metrics.save(dir).map_err(|e| {
-        JobError::Artifact(format!("cannot write {}/metrics.json: {e}", dir.display()))
-    })?;
-    artifact::save_config(dir, artifact)?;
+    artifact::finish_run(dir, &mut metrics, seconds_outside_fit, artifact)?;
     let lm = opts.task == SequenceTask::CharLm;
     Ok(TrainSequenceReport {
         task: opts.task,

@@ -161,6 +161,23 @@ pub fn save_config<C: Serialize>(dir: &Path, config: &C) -> Result<(), ArtifactE
     write_atomic(&path, &json).map_err(|source| ArtifactError::Write { path, source })
 }
 
+/// What every training job ends with, once its weights are written: `metrics.json` with
+/// `seconds_outside_fit` (data loading, the final evaluation, saving) added to its wall time,
+/// then `config.json` (last: a dir with one is complete).
+pub fn finish_run<C: Serialize>(
+    dir: &Path,
+    metrics: &mut crate::Metrics,
+    seconds_outside_fit: f64,
+    config: &C,
+) -> Result<(), ArtifactError> {
+    metrics.wall_seconds += seconds_outside_fit;
+    metrics.save(dir).map_err(|source| ArtifactError::Write {
+        path: dir.join(METRICS_FILE),
+        source,
+    })?;
+    save_config(dir, config)
+}
+
 /// The options of a run, kept in `checkpoint/run.json` so that `--resume` can check them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOptions {

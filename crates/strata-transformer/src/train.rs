@@ -299,11 +299,8 @@ pub fn train_text(
     write_tokenizer_config(dir, &config, eos.map(|_| END_OF_TEXT))?;
     let mut metrics = fitted.metrics;
     metrics.valid_loss = Some(score.loss);
-    metrics.wall_seconds += (before_fit + after_fit.elapsed()).as_secs_f64();
-    metrics.save(dir).map_err(|e| {
-        TrainTextError::Invalid(format!("cannot write {}/metrics.json: {e}", dir.display()))
-    })?;
-    artifact::save_config(dir, &config)?;
+    let outside_fit = (before_fit + after_fit.elapsed()).as_secs_f64();
+    artifact::finish_run(dir, &mut metrics, outside_fit, &config)?;
     Ok(TrainTextReport {
         valid_loss: score.loss,
         vocab_size: config.vocab_size,

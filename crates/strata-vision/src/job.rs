@@ -349,11 +349,7 @@ pub(crate) fn finish_run(
     let accuracy = score.accuracy.unwrap_or(0.0);
     metrics.test_accuracy = Some(accuracy);
     metrics.test_loss = Some(score.loss);
-    metrics.wall_seconds += seconds_outside_fit;
-    metrics.save(dir).map_err(|e| {
-        JobError::Artifact(format!("cannot write {}/metrics.json: {e}", dir.display()))
-    })?;
-    artifact::save_config(dir, artifact)?;
+    artifact::finish_run(dir, &mut metrics, seconds_outside_fit, artifact)?;
     Ok(TrainVisionReport {
         test_accuracy: accuracy,
         test_loss: score.loss,
