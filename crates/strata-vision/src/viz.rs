@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use burn::nn::conv::Conv2d;
+use crate::conv::Conv2d;
 use burn::prelude::*;
 use image::{ImageBuffer, Rgb, RgbImage};
 

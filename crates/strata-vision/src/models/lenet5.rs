@@ -7,12 +7,13 @@
 //! cargo xtask train-vision --model lenet5
 //! ```
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
 use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
 use super::{LayerTap, ModelError};
+use crate::conv::Conv2d;
 
 /// Configuration of [`LeNet5`].
 #[derive(Config, Debug)]
@@ -97,10 +98,12 @@ impl LeNet5Config {
             conv1: Conv2dConfig::new([self.in_channels, self.conv_channels[0]], k)
                 .with_stride(s)
                 .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                .init(device),
+                .init(device)
+                .into(),
             conv2: Conv2dConfig::new([self.conv_channels[0], self.conv_channels[1]], k)
                 .with_stride(s)
-                .init(device),
+                .init(device)
+                .into(),
             pool: Pool2d::new(self.pool, self.pool_size),
             fc1: LinearConfig::new(flat, self.hidden[0]).init(device),
             fc2: LinearConfig::new(self.hidden[0], self.hidden[1]).init(device),
@@ -119,11 +122,11 @@ impl LeNet5 {
     /// [`forward`](Self::forward), calling `tap(layer, output shape, parameters)` after each
     /// layer (what `--summary` prints).
     pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
-        let x = self.act.forward(self.conv1.forward(images));
+        let x = self.conv1.forward_relu(images);
         tap("conv1 + relu", &x.dims(), self.conv1.num_params());
         let x = self.pool.forward(x);
         tap("pool1", &x.dims(), 0);
-        let x = self.act.forward(self.conv2.forward(x));
+        let x = self.conv2.forward_relu(x);
         tap("conv2 + relu", &x.dims(), self.conv2.num_params());
         let x = self.pool.forward(x);
         tap("pool2", &x.dims(), 0);

@@ -15,13 +15,14 @@
 //! extractor), and [`ResNet::with_head`] swaps the head for a new task's classes.
 
 use burn::module::Initializer;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{LayerTap, ModelError};
+use crate::conv::Conv2d;
 
 /// Which residual block a ResNet is built of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +177,7 @@ fn conv(
             fan_out_only: true,
         })
         .init(device)
+        .into()
 }
 
 /// ResNet: stem, four stages of residual blocks, global average pooling, linear head.

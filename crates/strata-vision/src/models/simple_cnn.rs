@@ -6,12 +6,13 @@
 //! cargo xtask train-vision --model simple-cnn --dataset mnist
 //! ```
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
 use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
 use super::{LayerTap, ModelError};
+use crate::conv::Conv2d;
 
 /// Configuration of [`SimpleCnn`]; the defaults are the classic network for 28×28 grey images.
 #[derive(Config, Debug)]
@@ -110,6 +111,7 @@ impl SimpleCnnConfig {
                     self.padding,
                 ))
                 .init(device)
+                .into()
         };
         Ok(SimpleCnn {
             conv1: conv(self.in_channels, self.conv_channels[0]),
@@ -133,9 +135,9 @@ impl SimpleCnn {
     /// [`forward`](Self::forward), calling `tap(layer, output shape, parameters)` after each
     /// layer (what `--summary` prints).
     pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
-        let x = self.act.forward(self.conv1.forward(images));
+        let x = self.conv1.forward_relu(images);
         tap("conv1 + relu", &x.dims(), self.conv1.num_params());
-        let x = self.act.forward(self.conv2.forward(x));
+        let x = self.conv2.forward_relu(x);
         tap("conv2 + relu", &x.dims(), self.conv2.num_params());
         let x = self.dropout_conv.forward(self.pool.forward(x));
         tap("pool + dropout", &x.dims(), 0);

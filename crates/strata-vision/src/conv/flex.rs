@@ -1,0 +1,427 @@
+//! The convolution kernel on flex, as a Burn backend extension with its own backward pass.
+//!
+//! Everything works one image at a time, images spread over the threads, so that an image's
+//! im2col matrix (`[in · kh · kw, oh · ow]`, 648 KiB for the second layer of the simple CNN)
+//! is written and read while it is still in the core's cache:
+//!
+//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (Burn's matmul on flex, which is
+//!   the `gemm` crate), then bias and ReLU as `y_b` is copied into the output;
+//! - backward: the ReLU's mask applied to `dY_b`, then `dW += dY_b · colsᵀ` (one GEMM shaped
+//!   `[out, oh·ow] × [oh·ow, in·kh·kw]`; the per-thread sums are added at the end), the bias
+//!   gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`. Only the gradients of
+//!   inputs that need one are computed (not the images' of a first layer).
+//!
+//! The `Autodiff` implementation records one node for the whole operation.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::ops::ConvOptions;
+use rayon::prelude::*;
+
+use super::Geometry;
+
+/// The convolution as one operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvOps: Backend {
+    /// `conv2d(x, weight) + bias`, then `max(·, 0)` when `relu` is set. `x` `[batch, in, h, w]`,
+    /// `weight` `[out, in / groups, kh, kw]`, `bias` `[out]`.
+    fn conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+impl ConvOps for Flex {
+    fn conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        forward(&x, &weight, &bias, &options, relu)
+    }
+}
+
+/// Whether [`conv2d`] runs our kernel for `x`: on flex, in f32.
+pub fn available(x: &Tensor<4>) -> bool {
+    x.dtype() == DType::F32 && x.device().clone().inner() == Device::flex()
+}
+
+/// [`ConvOps::conv2d_fused`] on Burn tensors; a missing bias is zeros that take no gradient.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+    relu: bool,
+) -> Tensor<4> {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()));
+    let out = <burn::backend::Dispatch as ConvOps>::conv2d_fused(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        options,
+        relu,
+    );
+    Tensor::from_dispatch(out)
+}
+
+fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Geometry {
+    let dims = |t: &FlexTensor| -> [usize; 4] {
+        t.shape()
+            .to_vec()
+            .try_into()
+            .unwrap_or_else(|_| panic!("conv2d: expected 4-D tensors, got {:?}", t.shape()))
+    };
+    Geometry::new(dims(x), dims(weight), options).unwrap_or_else(|e| panic!("conv2d: {e}"))
+}
+
+/// A contiguous copy of `t` unless it is contiguous already.
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("conv2d: an f32 tensor, made contiguous")
+}
+
+/// A flex tensor made from `values` without copying them.
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    options: &ConvOptions<2>,
+    relu: bool,
+) -> FlexTensor {
+    let g = geometry(x, weight, options);
+    let x = contiguous(x);
+    let xs = values(&x);
+    let w = weight.reshape([g.c_out, g.k()].into());
+    let bias = contiguous(bias);
+    let bias = values(&bias);
+    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
+    let mut out = vec![0f32; g.batch * y_len];
+    out.par_chunks_mut(y_len.max(1))
+        .zip(xs.par_chunks(x_len.max(1)))
+        .for_each(|(y, x)| {
+            let cols = tensor(
+                im2col(x, &g),
+                [g.c_in * g.kernel[0] * g.kernel[1], g.spatial()],
+            );
+            for group in 0..g.groups {
+                let rows = g.c_out / g.groups;
+                let w_g = w.narrow(0, group * rows, rows);
+                let cols_g = cols.narrow(0, group * g.k(), g.k());
+                let prod = Flex::float_matmul(w_g, cols_g);
+                let prod = values(&prod);
+                let y_g = &mut y[group * rows * g.spatial()..][..rows * g.spatial()];
+                let b_g = &bias[group * rows..][..rows];
+                for ((dst, src), &b) in y_g
+                    .chunks_exact_mut(g.spatial())
+                    .zip(prod.chunks_exact(g.spatial()))
+                    .zip(b_g)
+                {
+                    if relu {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            let v = s + b;
+                            *d = if v < 0.0 { 0.0 } else { v };
+                        }
+                    } else {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d = s + b;
+                        }
+                    }
+                }
+            }
+        });
+    tensor(out, [g.batch, g.c_out, g.oh, g.ow])
+}
+
+/// Which of `[x, weight, bias]` need a gradient.
+type Needed = [bool; 3];
+
+/// The gradients of `x`, `weight` and `bias` (those asked for) from the output's gradient
+/// `dy`; `y` is the output when the ReLU is fused (its mask).
+fn backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    y: Option<&FlexTensor>,
+    dy: &FlexTensor,
+    options: &ConvOptions<2>,
+    needed: Needed,
+) -> [Option<FlexTensor>; 3] {
+    let g = geometry(x, weight, options);
+    let x = contiguous(x);
+    let xs = values(&x);
+    let dy = contiguous(dy);
+    let y = y.map(contiguous);
+    let w = weight.reshape([g.c_out, g.k()].into());
+    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
+    let rows = g.c_out / g.groups;
+    let [need_dx, need_dw, need_db] = needed;
+
+    let mut dx = if need_dx {
+        vec![0f32; g.batch * x_len]
+    } else {
+        Vec::new()
+    };
+    let dx_chunks: Vec<&mut [f32]> = if need_dx {
+        dx.chunks_mut(x_len.max(1)).collect()
+    } else {
+        (0..g.batch).map(|_| &mut [][..]).collect()
+    };
+    let (dw_len, db_len) = (
+        if need_dw { g.c_out * g.k() } else { 0 },
+        if need_db { g.c_out } else { 0 },
+    );
+    let zeros = || (vec![0f32; dw_len], vec![0f32; db_len]);
+    let (dw, db) = dx_chunks
+        .into_par_iter()
+        .enumerate()
+        .fold(zeros, |(mut dw, mut db), (b, dx_b)| {
+            let dy_b = match &y {
+                // The ReLU's derivative: the gradient passes where the output is positive.
+                Some(y) => {
+                    let mask = &values(y)[b * y_len..][..y_len];
+                    let d = &values(&dy)[b * y_len..][..y_len];
+                    let masked = d
+                        .iter()
+                        .zip(mask)
+                        .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
+                        .collect();
+                    tensor(masked, [g.c_out, g.spatial()])
+                }
+                None => dy.narrow(0, b, 1).reshape([g.c_out, g.spatial()].into()),
+            };
+            if need_db {
+                for (acc, row) in db
+                    .iter_mut()
+                    .zip(values(&contiguous(&dy_b)).chunks_exact(g.spatial()))
+                {
+                    *acc += row.iter().sum::<f32>();
+                }
+            }
+            if need_dw {
+                let cols = tensor(
+                    im2col(&xs[b * x_len..][..x_len], &g),
+                    [g.c_in * g.kernel[0] * g.kernel[1], g.spatial()],
+                );
+                for group in 0..g.groups {
+                    let dy_g = dy_b.narrow(0, group * rows, rows);
+                    let cols_g = cols.narrow(0, group * g.k(), g.k()).transpose(0, 1);
+                    let prod = Flex::float_matmul(dy_g, cols_g);
+                    let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
+                    for (a, &p) in acc.iter_mut().zip(values(&prod)) {
+                        *a += p;
+                    }
+                }
+            }
+            if need_dx {
+                for group in 0..g.groups {
+                    let w_g = w.narrow(0, group * rows, rows).transpose(0, 1);
+                    let dy_g = dy_b.narrow(0, group * rows, rows);
+                    let dcols = Flex::float_matmul(w_g, dy_g);
+                    col2im(values(&dcols), &g, group * (g.c_in / g.groups), dx_b);
+                }
+            }
+            (dw, db)
+        })
+        .reduce(zeros, |(mut dw, mut db), (dw2, db2)| {
+            for (a, b) in dw.iter_mut().zip(dw2).chain(db.iter_mut().zip(db2)) {
+                *a += b;
+            }
+            (dw, db)
+        });
+    let [kh, kw] = g.kernel;
+    [
+        need_dx.then(|| tensor(dx, [g.batch, g.c_in, g.h, g.w])),
+        need_dw.then(|| tensor(dw, [g.c_out, g.c_in / g.groups, kh, kw])),
+        need_db.then(|| tensor(db, [g.c_out])),
+    ]
+}
+
+/// For output column `o` of a row with kernel offset `offset` (= `k · dilation − pad`), the
+/// range of `o` whose input index `o · stride + offset` lies in `[0, size)`.
+fn valid_range(out: usize, size: usize, stride: usize, offset: isize) -> (usize, usize) {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset) as usize).div_ceil(stride)
+    };
+    let last = size as isize - 1 - offset;
+    let hi = if last < 0 {
+        0
+    } else {
+        (last as usize / stride + 1).min(out)
+    };
+    (lo.min(hi), hi)
+}
+
+/// The im2col matrix of one image `x` `[in, h, w]`: row `(c, i, j)` holds, for every output
+/// position, the input under kernel tap `(i, j)` of channel `c` (zero in the padding).
+fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let (sp, ow) = (g.spatial(), g.ow);
+    let mut cols = vec![0f32; g.c_in * kh * kw * sp];
+    for (c, plane) in x.chunks_exact(g.h * g.w).enumerate() {
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut cols[((c * kh + i) * kw + j) * sp..][..sp];
+                let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+                let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..][..g.w];
+                    let dst = &mut row[oy * ow..][..ow];
+                    let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
+                    if g.stride[1] == 1 {
+                        dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else {
+                        for (d, s) in dst[lo..hi]
+                            .iter_mut()
+                            .zip(src[start..].iter().step_by(g.stride[1]))
+                        {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// The adjoint of [`im2col`] for the rows of one group: adds `dcols` (`[in / groups · kh · kw,
+/// oh · ow]`) into `dx` (`[in, h, w]`) at channels `first_channel..`.
+fn col2im(dcols: &[f32], g: &Geometry, first_channel: usize, dx: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let (sp, ow, plane_len) = (g.spatial(), g.ow, g.h * g.w);
+    for (r, row) in dcols.chunks_exact(sp).enumerate() {
+        let (c, i, j) = (first_channel + r / (kh * kw), r / kw % kh, r % kw);
+        let plane = &mut dx[c * plane_len..][..plane_len];
+        let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+        let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
+        for oy in 0..g.oh {
+            let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
+            if iy < 0 || iy >= g.h as isize || lo >= hi {
+                continue;
+            }
+            let dst = &mut plane[iy as usize * g.w..][..g.w];
+            let src = &row[oy * ow..][..ow];
+            let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
+            if g.stride[1] == 1 {
+                for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                    *d += s;
+                }
+            } else {
+                for (d, &s) in dst[start..]
+                    .iter_mut()
+                    .step_by(g.stride[1])
+                    .zip(&src[lo..hi])
+                {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
+/// What the backward pass keeps: the input, the weight, the output when the ReLU is fused,
+/// the options.
+#[derive(Debug, Clone)]
+struct State {
+    x: FlexTensor,
+    weight: FlexTensor,
+    y: Option<FlexTensor>,
+    options: ConvOptions<2>,
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let needed = ops.parents.each_ref().map(Option::is_some);
+        let s = ops.state;
+        let out = backward(&s.x, &s.weight, s.y.as_ref(), &dy, &s.options, needed);
+        for (parent, grad) in ops.parents.into_iter().zip(out) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> ConvOps for Autodiff<Flex, C> {
+    fn conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let y = forward(&x, &weight, &bias, &options, relu);
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let state = State {
+                    x,
+                    weight,
+                    y: relu.then(|| y.clone()),
+                    options,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_range_clips_to_the_input() {
+        // 5 outputs, input of 5, stride 1, offset -1 (padding 1, tap 0): o = 0 reads -1.
+        assert_eq!(valid_range(5, 5, 1, -1), (1, 5));
+        // offset +1 (tap 2, padding 1): o = 4 reads 5.
+        assert_eq!(valid_range(5, 5, 1, 1), (0, 4));
+        // stride 2, offset -3: o·2 − 3 ≥ 0 from o = 2.
+        assert_eq!(valid_range(4, 8, 2, -3), (2, 4));
+        // Entirely outside.
+        assert_eq!(valid_range(3, 2, 1, 5), (0, 0));
+    }
+}

@@ -1,0 +1,214 @@
+//! `strata_vision::conv::conv2d` against Burn's `conv2d` (and Burn's ReLU) on every compiled
+//! backend: the output and the gradients of the input, the weight and the bias, for kernels
+//! 1/3/5/7, strides 1/2, padding none/1/"same" (asymmetric for an even kernel), dilation 1/2,
+//! groups 1/2/depthwise, with and without bias.
+
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+use strata_tensor::BackendKind;
+use strata_vision::conv::conv2d;
+
+/// One convolution to check.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    size: [usize; 2],
+    kernel: [usize; 2],
+    stride: usize,
+    padding: [(usize, usize); 2],
+    dilation: usize,
+    groups: usize,
+    bias: bool,
+    relu: bool,
+    input_grad: bool,
+}
+
+fn case(c_in: usize, c_out: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Case {
+    Case {
+        batch: 3,
+        c_in,
+        c_out,
+        size: [11, 9],
+        kernel: [k, k],
+        stride,
+        padding: [(pad, pad); 2],
+        dilation,
+        groups: 1,
+        bias: true,
+        relu: false,
+        input_grad: true,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut all = Vec::new();
+    for k in [1, 3, 5, 7] {
+        for stride in [1, 2] {
+            for pad in [0, 1, k / 2] {
+                for dilation in [1, 2] {
+                    let c = case(4, 6, k, stride, pad, dilation);
+                    if (c.size[1] + 2 * pad) >= dilation * (k - 1) + 1 {
+                        all.push(c);
+                    }
+                }
+            }
+        }
+    }
+    let grouped = Case {
+        groups: 2,
+        ..case(4, 6, 3, 1, 1, 1)
+    };
+    let depthwise = Case {
+        groups: 5,
+        ..case(5, 10, 3, 2, 1, 1)
+    };
+    let even_same = Case {
+        // "Same" padding of a 4×4 kernel: one more row and column after than before.
+        padding: [(1, 2), (1, 2)],
+        kernel: [4, 4],
+        ..case(3, 5, 4, 1, 0, 1)
+    };
+    let rect = Case {
+        kernel: [3, 5],
+        padding: [(1, 1), (2, 2)],
+        size: [7, 12],
+        ..case(2, 3, 3, 2, 0, 1)
+    };
+    let simple_cnn_conv2 = Case {
+        batch: 4,
+        size: [26, 26],
+        relu: true,
+        ..case(32, 64, 3, 1, 0, 1)
+    };
+    let first_layer = Case {
+        input_grad: false,
+        relu: true,
+        ..case(1, 8, 3, 1, 0, 1)
+    };
+    let no_bias = Case {
+        bias: false,
+        ..case(4, 6, 3, 2, 1, 1)
+    };
+    all.extend([
+        grouped,
+        depthwise,
+        even_same,
+        rect,
+        simple_cnn_conv2,
+        first_layer,
+        no_bias,
+    ]);
+    all
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(values(n, seed), shape), device)
+}
+
+/// Output, then the gradients of input, weight and bias (`None` where none is taken), of
+/// `sum(conv(x) · r)`, by our operation or Burn's.
+fn run(c: &Case, device: &Device, ours: bool) -> Vec<Option<Vec<f32>>> {
+    let x = tensor([c.batch, c.c_in, c.size[0], c.size[1]], 1, device);
+    let x = if c.input_grad { x.require_grad() } else { x };
+    let w = tensor(
+        [c.c_out, c.c_in / c.groups, c.kernel[0], c.kernel[1]],
+        2,
+        device,
+    )
+    .require_grad();
+    let b = c.bias.then(|| tensor([c.c_out], 3, device).require_grad());
+    let options =
+        ConvOptions::new_with_padding([c.stride; 2], c.padding, [c.dilation; 2], c.groups);
+    let y = if ours {
+        conv2d(x.clone(), w.clone(), b.clone(), options, c.relu)
+    } else {
+        let y = burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), options);
+        if c.relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
+    };
+    let r = tensor(y.dims(), 4, device);
+    let grads = (y.clone() * r).sum().backward();
+    let flat = |t: Option<Tensor<4>>| t.map(|t| t.into_data().try_to_vec::<f32>().unwrap());
+    vec![
+        flat(Some(y.inner())),
+        flat(x.grad(&grads).filter(|_| c.input_grad)),
+        flat(w.grad(&grads)),
+        b.and_then(|b| b.grad(&grads))
+            .map(|g| g.into_data().try_to_vec::<f32>().unwrap()),
+    ]
+}
+
+#[test]
+fn conv2d_and_its_gradients_equal_burns_on_every_backend() {
+    let names = [
+        "output",
+        "input gradient",
+        "weight gradient",
+        "bias gradient",
+    ];
+    let mut checked = 0;
+    for kind in BackendKind::compiled() {
+        let Ok(device) = kind.device(None) else {
+            continue; // a GPU backend on a machine without one
+        };
+        let device = device.autodiff();
+        for c in cases() {
+            let ours = run(&c, &device, true);
+            let burn = run(&c, &device, false);
+            for ((name, a), b) in names.iter().zip(&ours).zip(&burn) {
+                assert_eq!(a.is_some(), b.is_some(), "{kind} {c:?}: {name} presence");
+                let (Some(a), Some(b)) = (a, b) else { continue };
+                assert_eq!(a.len(), b.len(), "{kind} {c:?}: {name} size");
+                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{kind} {c:?}: {name} differs by {diff} (scale {scale})"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} comparisons ran");
+}
+
+#[test]
+fn a_kernel_that_does_not_fit_is_burns_kind_of_error() {
+    let device = strata_tensor::first_compiled_device();
+    let result = std::panic::catch_unwind(|| {
+        conv2d(
+            Tensor::zeros([1, 1, 4, 4], &device),
+            Tensor::zeros([1, 1, 7, 7], &device),
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            false,
+        )
+    });
+    let err = result.unwrap_err();
+    let msg = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(msg.starts_with("conv2d: a 7×7 kernel"), "{msg}");
+}
