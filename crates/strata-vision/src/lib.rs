@@ -6,7 +6,7 @@
 //! - [`data`]: burn `Dataset` and `Batcher` (normalisation, with MNIST's in
 //!   [`data::Normalization::mnist`], augmentation);
 //! - [`folder`]: torchvision's `ImageFolder` (`train/` and `val/`, a folder per class) for fine-tuning;
-//! - [`conv`]: the convolution layer of every CNN (our own kernel and backward pass on flex);
+//! - [`nn`]: the convolution, max pooling and dropout under every CNN (our own kernels and backward passes on flex);
 //! - [`models`]: the simple CNN, LeNet-5 and ResNet-18/34/50 in torchvision's layout;
 //! - [`transfer`]: pretrained ResNets: loading, the three fine-tuning strategies, ImageNet prediction;
 //! - [`preprocess`]: torchvision's ImageNet preprocessing (PIL bilinear resize, center crop, normalisation), bit for bit;
@@ -16,12 +16,12 @@
 //! - [`selftest`]: the CNN's forward and backward pass on two backends, compared.
 
 pub mod bench;
-pub mod conv;
 pub mod data;
 pub mod digit;
 pub mod folder;
 pub mod job;
 pub mod models;
+pub mod nn;
 pub mod preprocess;
 pub mod selftest;
 pub mod summary;

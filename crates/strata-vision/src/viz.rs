@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::conv::Conv2d;
+use crate::nn::Conv2d;
 use burn::prelude::*;
 use image::{ImageBuffer, Rgb, RgbImage};
 

@@ -6,7 +6,7 @@
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use strata_tensor::BackendKind;
-use strata_vision::conv::conv2d;
+use strata_vision::nn::conv2d;
 
 /// One convolution to check.
 #[derive(Debug, Clone, Copy)]

@@ -45,7 +45,7 @@ impl Pool2d {
     /// Pools `[batch, channels, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Self::Max(p) => p.forward(x),
+            Self::Max(p) => crate::nn::max_pool(p, x),
             Self::Avg(p) => p.forward(x),
         }
     }

@@ -13,7 +13,7 @@ use burn::prelude::*;
 
 use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
 use super::{LayerTap, ModelError};
-use crate::conv::Conv2d;
+use crate::nn::Conv2d;
 
 /// Configuration of [`LeNet5`].
 #[derive(Config, Debug)]

@@ -6,7 +6,7 @@ pub mod lenet5;
 pub mod resnet;
 pub mod simple_cnn;
 
-use crate::conv::Conv2d;
+use crate::nn::Conv2d;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};

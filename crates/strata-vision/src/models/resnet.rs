@@ -22,7 +22,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{LayerTap, ModelError};
-use crate::conv::Conv2d;
+use crate::nn::Conv2d;
 
 /// Which residual block a ResNet is built of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 use super::layers::{Pool2d, PoolKind, conv_out, pool_out, too_small};
 use super::{LayerTap, ModelError};
-use crate::conv::Conv2d;
+use crate::nn::{Conv2d, dropout};
 
 /// Configuration of [`SimpleCnn`]; the defaults are the classic network for 28×28 grey images.
 #[derive(Config, Debug)]
@@ -139,13 +139,11 @@ impl SimpleCnn {
         tap("conv1 + relu", &x.dims(), self.conv1.num_params());
         let x = self.conv2.forward_relu(x);
         tap("conv2 + relu", &x.dims(), self.conv2.num_params());
-        let x = self.dropout_conv.forward(self.pool.forward(x));
+        let x = dropout(&self.dropout_conv, self.pool.forward(x));
         tap("pool + dropout", &x.dims(), 0);
         let x = x.flatten::<2>(1, 3);
         tap("flatten", &x.dims(), 0);
-        let x = self
-            .dropout_fc
-            .forward(self.act.forward(self.fc1.forward(x)));
+        let x = dropout(&self.dropout_fc, self.act.forward(self.fc1.forward(x)));
         tap("fc1 + relu + dropout", &x.dims(), self.fc1.num_params());
         let x = self.fc2.forward(x);
         tap("fc2", &x.dims(), self.fc2.num_params());

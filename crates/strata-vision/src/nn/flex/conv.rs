@@ -20,13 +20,13 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
-use super::Geometry;
+use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
+use crate::nn::Geometry;
 
 /// The convolution as one operation.
 #[backend_extension(Flex, Autodiff)]
@@ -54,11 +54,6 @@ impl ConvOps for Flex {
     }
 }
 
-/// Whether [`conv2d`] runs our kernel for `x`: on flex, in f32.
-pub fn available(x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32 && x.device().clone().inner() == Device::flex()
-}
-
 /// [`ConvOps::conv2d_fused`] on Burn tensors; a missing bias is zeros that take no gradient.
 pub fn conv2d(
     x: Tensor<4>,
@@ -79,32 +74,7 @@ pub fn conv2d(
 }
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Geometry {
-    let dims = |t: &FlexTensor| -> [usize; 4] {
-        t.shape()
-            .to_vec()
-            .try_into()
-            .unwrap_or_else(|_| panic!("conv2d: expected 4-D tensors, got {:?}", t.shape()))
-    };
-    Geometry::new(dims(x), dims(weight), options).unwrap_or_else(|e| panic!("conv2d: {e}"))
-}
-
-/// A contiguous copy of `t` unless it is contiguous already.
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t.clone()
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("conv2d: an f32 tensor, made contiguous")
-}
-
-/// A flex tensor made from `values` without copying them.
-fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
+    Geometry::new(dims4(x), dims4(weight), options).unwrap_or_else(|e| panic!("conv2d: {e}"))
 }
 
 fn forward(
@@ -125,35 +95,38 @@ fn forward(
     out.par_chunks_mut(y_len.max(1))
         .zip(xs.par_chunks(x_len.max(1)))
         .for_each(|(y, x)| {
-            let cols = tensor(
-                im2col(x, &g),
-                [g.c_in * g.kernel[0] * g.kernel[1], g.spatial()],
-            );
-            for group in 0..g.groups {
-                let rows = g.c_out / g.groups;
-                let w_g = w.narrow(0, group * rows, rows);
-                let cols_g = cols.narrow(0, group * g.k(), g.k());
-                let prod = Flex::float_matmul(w_g, cols_g);
-                let prod = values(&prod);
-                let y_g = &mut y[group * rows * g.spatial()..][..rows * g.spatial()];
-                let b_g = &bias[group * rows..][..rows];
-                for ((dst, src), &b) in y_g
-                    .chunks_exact_mut(g.spatial())
-                    .zip(prod.chunks_exact(g.spatial()))
-                    .zip(b_g)
-                {
-                    if relu {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            let v = s + b;
-                            *d = if v < 0.0 { 0.0 } else { v };
-                        }
-                    } else {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = s + b;
-                        }
-                    }
+            with_cols(x, &g, |cols| {
+                for group in 0..g.groups {
+                    let rows = g.c_out / g.groups;
+                    let w_g = w.narrow(0, group * rows, rows);
+                    let cols_g = cols.narrow(0, group * g.k(), g.k());
+                    let prod = Flex::float_matmul(w_g, cols_g);
+                    let prod = values(&prod);
+                    let y_g = &mut y[group * rows * g.spatial()..][..rows * g.spatial()];
+                    let b_g = &bias[group * rows..][..rows];
+                    pulp::Arch::new().dispatch(
+                        #[inline(always)]
+                        || {
+                            for ((dst, src), &b) in y_g
+                                .chunks_exact_mut(g.spatial())
+                                .zip(prod.chunks_exact(g.spatial()))
+                                .zip(b_g)
+                            {
+                                if relu {
+                                    for (d, &s) in dst.iter_mut().zip(src) {
+                                        let v = s + b;
+                                        *d = if v < 0.0 { 0.0 } else { v };
+                                    }
+                                } else {
+                                    for (d, &s) in dst.iter_mut().zip(src) {
+                                        *d = s + b;
+                                    }
+                                }
+                            }
+                        },
+                    );
                 }
-            }
+            })
         });
     tensor(out, [g.batch, g.c_out, g.oh, g.ow])
 }
@@ -205,37 +178,38 @@ fn backward(
                 Some(y) => {
                     let mask = &values(y)[b * y_len..][..y_len];
                     let d = &values(&dy)[b * y_len..][..y_len];
-                    let masked = d
-                        .iter()
-                        .zip(mask)
-                        .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
-                        .collect();
+                    let masked = pulp::Arch::new().dispatch(
+                        #[inline(always)]
+                        || {
+                            d.iter()
+                                .zip(mask)
+                                .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
+                                .collect()
+                        },
+                    );
                     tensor(masked, [g.c_out, g.spatial()])
                 }
                 None => dy.narrow(0, b, 1).reshape([g.c_out, g.spatial()].into()),
             };
             if need_db {
-                for (acc, row) in db
-                    .iter_mut()
-                    .zip(values(&contiguous(&dy_b)).chunks_exact(g.spatial()))
-                {
-                    *acc += row.iter().sum::<f32>();
-                }
+                let dy_b = contiguous(&dy_b);
+                vectorized(RowSums {
+                    rows: values(&dy_b),
+                    sums: &mut db,
+                });
             }
             if need_dw {
-                let cols = tensor(
-                    im2col(&xs[b * x_len..][..x_len], &g),
-                    [g.c_in * g.kernel[0] * g.kernel[1], g.spatial()],
-                );
-                for group in 0..g.groups {
-                    let dy_g = dy_b.narrow(0, group * rows, rows);
-                    let cols_g = cols.narrow(0, group * g.k(), g.k()).transpose(0, 1);
-                    let prod = Flex::float_matmul(dy_g, cols_g);
-                    let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
-                    for (a, &p) in acc.iter_mut().zip(values(&prod)) {
-                        *a += p;
+                with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
+                    for group in 0..g.groups {
+                        let dy_g = dy_b.narrow(0, group * rows, rows);
+                        let cols_g = cols.narrow(0, group * g.k(), g.k()).transpose(0, 1);
+                        let prod = Flex::float_matmul(dy_g, cols_g);
+                        let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
+                        for (a, &p) in acc.iter_mut().zip(values(&prod)) {
+                            *a += p;
+                        }
                     }
-                }
+                });
             }
             if need_dx {
                 for group in 0..g.groups {
@@ -278,46 +252,127 @@ fn valid_range(out: usize, size: usize, stride: usize, offset: isize) -> (usize,
     (lo.min(hi), hi)
 }
 
-/// The im2col matrix of one image `x` `[in, h, w]`: row `(c, i, j)` holds, for every output
-/// position, the input under kernel tap `(i, j)` of channel `c` (zero in the padding).
-fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
+/// The im2col matrix of one image `x` `[in, h, w]` into `cols`: row `(c, i, j)` holds, for
+/// every output position, the input under kernel tap `(i, j)` of channel `c` (zero in the
+/// padding). Every number is written once; nothing is cleared first.
+fn im2col(x: &[f32], g: &Geometry, cols: &mut Vec<f32>) {
     let [kh, kw] = g.kernel;
-    let (sp, ow) = (g.spatial(), g.ow);
-    let mut cols = vec![0f32; g.c_in * kh * kw * sp];
-    for (c, plane) in x.chunks_exact(g.h * g.w).enumerate() {
+    let ow = g.ow;
+    let zeros = |cols: &mut Vec<f32>, n: usize| cols.extend(std::iter::repeat_n(0.0, n));
+    cols.clear();
+    cols.reserve(g.c_in * kh * kw * g.spatial());
+    for plane in x.chunks_exact(g.h * g.w) {
         for i in 0..kh {
             for j in 0..kw {
-                let row = &mut cols[((c * kh + i) * kw + j) * sp..][..sp];
                 let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
                 let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
                 for oy in 0..g.oh {
                     let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
                     if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        zeros(cols, ow);
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..][..g.w];
-                    let dst = &mut row[oy * ow..][..ow];
                     let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
+                    zeros(cols, lo);
                     if g.stride[1] == 1 {
-                        dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                        cols.extend_from_slice(&src[start..start + (hi - lo)]);
                     } else {
-                        for (d, s) in dst[lo..hi]
-                            .iter_mut()
-                            .zip(src[start..].iter().step_by(g.stride[1]))
-                        {
-                            *d = *s;
-                        }
+                        cols.extend(src[start..].iter().step_by(g.stride[1]).take(hi - lo));
                     }
+                    zeros(cols, ow - hi);
                 }
             }
         }
     }
-    cols
+}
+
+thread_local! {
+    /// Each thread's im2col buffer, reused from image to image and call to call.
+    static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the im2col matrix of image `x` (`[in · kh · kw, oh · ow]`), built in this
+/// thread's buffer.
+fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R {
+    let mut buf = COLS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    im2col(x, g, &mut buf);
+    let cols = tensor(buf, [g.c_in * g.kernel[0] * g.kernel[1], g.spatial()]);
+    let result = f(&cols);
+    // The buffer comes back once no view of it is left (always, after the products).
+    if let Ok(buf) = cols.into_data().try_into_vec::<f32>() {
+        COLS.with(|c| *c.borrow_mut() = buf);
+    }
+    result
+}
+
+/// Adds the sum of each of the `sums.len()` rows of `rows` to `sums`.
+struct RowSums<'a> {
+    rows: &'a [f32],
+    sums: &'a mut [f32],
+}
+
+impl Vectorized for RowSums<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let len = self.rows.len() / self.sums.len().max(1);
+        for (acc, row) in self.sums.iter_mut().zip(self.rows.chunks_exact(len.max(1))) {
+            *acc += sum(row);
+        }
+    }
+}
+
+/// The sum of `v`, in 8 independent lanes (so that it vectorises).
+#[inline(always)]
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The adjoint of [`im2col`] for the rows of one group: adds `dcols` (`[in / groups · kh · kw,
 /// oh · ow]`) into `dx` (`[in, h, w]`) at channels `first_channel..`.
 fn col2im(dcols: &[f32], g: &Geometry, first_channel: usize, dx: &mut [f32]) {
+    vectorized(Col2im {
+        dcols,
+        g,
+        first_channel,
+        dx,
+    });
+}
+
+struct Col2im<'a> {
+    dcols: &'a [f32],
+    g: &'a Geometry,
+    first_channel: usize,
+    dx: &'a mut [f32],
+}
+
+impl Vectorized for Col2im<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            dcols,
+            g,
+            first_channel,
+            dx,
+        } = self;
+        col2im_rows(dcols, g, first_channel, dx);
+    }
+}
+
+#[inline(always)]
+fn col2im_rows(dcols: &[f32], g: &Geometry, first_channel: usize, dx: &mut [f32]) {
     let [kh, kw] = g.kernel;
     let (sp, ow, plane_len) = (g.spatial(), g.ow, g.h * g.w);
     for (r, row) in dcols.chunks_exact(sp).enumerate() {

@@ -3,7 +3,8 @@
 //! checkpoint, safetensors file and PyTorch import reads the same), and [`conv2d`], the
 //! operation under it.
 //!
-//! On flex (f32) the operation is our own kernel with its own backward pass ([`flex`]): per
+//! On flex (f32) the operation is our own kernel with its own backward pass
+//! ([`flex::conv`](super::flex::conv)): per
 //! image, im2col into a buffer that stays in cache, then one GEMM for the output, one for the
 //! weight gradient (`dW = dY · colsᵀ`) and one for the input gradient (`dcols = Wᵀ · dY`, then
 //! col2im); bias and an optional ReLU are applied in the pass that writes the output. Burn
@@ -11,9 +12,6 @@
 //! kernel, GEMMs a few columns wide, which made it the slowest part of a training step. On the
 //! other backends (ndarray, tch, CubeCL) [`conv2d`] is Burn's `conv2d`, whose kernels there
 //! (LibTorch's, cuDNN's) are good.
-
-#[cfg(feature = "flex")]
-pub mod flex;
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -129,8 +127,8 @@ pub fn conv2d(
         panic!("conv2d: {e}");
     }
     #[cfg(feature = "flex")]
-    if flex::available(&x) {
-        return flex::conv2d(x, weight, bias, options, relu);
+    if super::flex::available(&x) {
+        return super::flex::conv::conv2d(x, weight, bias, options, relu);
     }
     // Other backends and dtypes: Burn's convolution and autodiff.
     let y = burn::tensor::module::conv2d(x, weight, bias, options);

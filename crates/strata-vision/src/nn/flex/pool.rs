@@ -1,0 +1,182 @@
+//! Max pooling over non-overlapping `kh × kw` windows on flex (see [`crate::nn::pool`]).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
+
+/// Max pooling as one operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait PoolOps: Backend {
+    /// The maximum of each `window[0] × window[1]` block of `x` `[batch, channels, h, w]`
+    /// (stride = window; rows and columns past the last whole window are left out).
+    fn max_pool_blocks(x: FloatTensor<Self>, window: [usize; 2]) -> FloatTensor<Self>;
+}
+
+impl PoolOps for Flex {
+    fn max_pool_blocks(x: FloatTensor<Self>, window: [usize; 2]) -> FloatTensor<Self> {
+        forward(&x, window)
+    }
+}
+
+/// [`PoolOps::max_pool_blocks`] on Burn tensors.
+pub fn max_pool(x: Tensor<4>, window: [usize; 2]) -> Tensor<4> {
+    let out = <burn::backend::Dispatch as PoolOps>::max_pool_blocks(x.into_dispatch(), window);
+    Tensor::from_dispatch(out)
+}
+
+/// For one row of outputs (`out`, `ow` wide) over the `kh` input rows `rows` (`kh × w`): the
+/// window maxima into `out`, and into `arg` the tap `i · kw + j` each comes from (the first
+/// one; a NaN wins, as in PyTorch). Loops over whole rows, so that they vectorise.
+#[inline(always)]
+fn max_row(rows: &[f32], w: usize, window: [usize; 2], out: &mut [f32], arg: &mut [u8]) {
+    let [kh, kw] = window;
+    for (tap, (i, j)) in (0..kh)
+        .flat_map(|i| (0..kw).map(move |j| (i, j)))
+        .enumerate()
+    {
+        let row = &rows[i * w..][..w];
+        let tap = tap as u8;
+        for ((m, a), &v) in out
+            .iter_mut()
+            .zip(arg.iter_mut())
+            .zip(row[j..].iter().step_by(kw))
+        {
+            let wins = tap == 0 || v > *m || (v.is_nan() && !m.is_nan());
+            *m = if wins { v } else { *m };
+            *a = if wins { tap } else { *a };
+        }
+    }
+}
+
+fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
+    let [b, c, h, w] = dims4(x);
+    let (oh, ow) = (h / window[0], w / window[1]);
+    let x = contiguous(x);
+    let mut out = vec![0f32; b * c * oh * ow];
+    out.par_chunks_mut((oh * ow).max(1))
+        .zip(values(&x).par_chunks((h * w).max(1)))
+        .for_each(|(y, x)| vectorized(MaxForward { x, w, window, y }));
+    tensor(out, [b, c, oh, ow])
+}
+
+fn backward(x: &FlexTensor, dy: &FlexTensor, window: [usize; 2]) -> FlexTensor {
+    let [b, c, h, w] = dims4(x);
+    let (oh, ow) = (h / window[0], w / window[1]);
+    let (x, dy) = (contiguous(x), contiguous(dy));
+    let mut dx = vec![0f32; b * c * h * w];
+    dx.par_chunks_mut((h * w).max(1))
+        .zip(values(&x).par_chunks((h * w).max(1)))
+        .zip(values(&dy).par_chunks((oh * ow).max(1)))
+        .for_each(|((dx, x), dy)| {
+            vectorized(MaxBackward {
+                x,
+                w,
+                window,
+                dy,
+                dx,
+            })
+        });
+    tensor(dx, [b, c, h, w])
+}
+
+/// The maxima of one channel `x` (`w` wide) into `y`.
+struct MaxForward<'a> {
+    x: &'a [f32],
+    w: usize,
+    window: [usize; 2],
+    y: &'a mut [f32],
+}
+
+impl Vectorized for MaxForward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { x, w, window, y } = self;
+        let ow = w / window[1];
+        let mut arg = vec![0u8; ow];
+        for (oy, y) in y.chunks_exact_mut(ow.max(1)).enumerate() {
+            max_row(
+                &x[oy * window[0] * w..][..window[0] * w],
+                w,
+                window,
+                y,
+                &mut arg,
+            );
+        }
+    }
+}
+
+/// Each gradient of `dy` to its window's maximum in `x`, into `dx` (every number under a
+/// window written once).
+struct MaxBackward<'a> {
+    x: &'a [f32],
+    w: usize,
+    window: [usize; 2],
+    dy: &'a [f32],
+    dx: &'a mut [f32],
+}
+
+impl Vectorized for MaxBackward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            x,
+            w,
+            window: [kh, kw],
+            dy,
+            dx,
+        } = self;
+        let ow = w / kw;
+        let (mut m, mut arg) = (vec![0f32; ow], vec![0u8; ow]);
+        for (oy, dy) in dy.chunks_exact(ow.max(1)).enumerate() {
+            max_row(&x[oy * kh * w..][..kh * w], w, [kh, kw], &mut m, &mut arg);
+            for i in 0..kh {
+                let row = &mut dx[(oy * kh + i) * w..][..w];
+                for j in 0..kw {
+                    let tap = (i * kw + j) as u8;
+                    for ((d, &g), &a) in row[j..].iter_mut().step_by(kw).zip(dy).zip(&arg) {
+                        *d = if a == tap { g } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PoolBackward;
+
+impl Backward<Flex, 1> for PoolBackward {
+    type State = (FlexTensor, [usize; 2]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, window) = ops.state;
+        if let [Some(node)] = ops.parents {
+            grads.register::<Flex>(node.id, backward(&x, &dy, window));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> PoolOps for Autodiff<Flex, C> {
+    fn max_pool_blocks(x: FloatTensor<Self>, window: [usize; 2]) -> FloatTensor<Self> {
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        let y = forward(&x, window);
+        match PoolBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, window), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
