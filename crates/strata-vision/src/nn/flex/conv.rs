@@ -178,15 +178,12 @@ fn backward(
                 Some(y) => {
                     let mask = &values(y)[b * y_len..][..y_len];
                     let d = &values(&dy)[b * y_len..][..y_len];
-                    let masked = pulp::Arch::new().dispatch(
-                        #[inline(always)]
-                        || {
-                            d.iter()
-                                .zip(mask)
-                                .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
-                                .collect()
-                        },
-                    );
+                    let mut masked = vec![0f32; y_len];
+                    vectorized(Mask {
+                        dy: d,
+                        y: mask,
+                        out: &mut masked,
+                    });
                     tensor(masked, [g.c_out, g.spatial()])
                 }
                 None => dy.narrow(0, b, 1).reshape([g.c_out, g.spatial()].into()),
@@ -304,6 +301,24 @@ fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R 
         COLS.with(|c| *c.borrow_mut() = buf);
     }
     result
+}
+
+/// `dy` where `y > 0`, else 0: the ReLU's derivative.
+struct Mask<'a> {
+    dy: &'a [f32],
+    y: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Vectorized for Mask<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for ((o, &d), &y) in self.out.iter_mut().zip(self.dy).zip(self.y) {
+            *o = if y > 0.0 { d } else { 0.0 };
+        }
+    }
 }
 
 /// Adds the sum of each of the `sums.len()` rows of `rows` to `sums`.
