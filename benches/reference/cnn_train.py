@@ -1,4 +1,5 @@
-"""PyTorch baseline of `cargo xtask bench cnn-train`.
+"""PyTorch baseline of `cargo xtask bench cnn-train` (and, with --model lenet5, of `lenet5-train`,
+run by lenet5_train.py).
 
 The same simple CNN as strata-vision (conv 3x3 x32 -> ReLU -> conv 3x3 x64 -> ReLU -> max-pool 2
 -> dropout 0.25 -> fc 128 -> ReLU -> dropout 0.5 -> fc 10), batch 64 of normalised MNIST
@@ -43,6 +44,27 @@ def find_mnist(data_dir):
     raise SystemExit(f"error: MNIST not found in {candidates}")
 
 
+class LeNet5(nn.Module):
+    """strata-vision's LeNet-5: conv 5x5 x6 (padding 2) -> ReLU -> max-pool 2 -> conv 5x5 x16 -> ReLU
+    -> max-pool 2 -> fc 120 -> ReLU -> fc 84 -> ReLU -> fc 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x))).flatten(1)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
 class SimpleCnn(nn.Module):
     def __init__(self):
         super().__init__()
@@ -62,7 +84,7 @@ class SimpleCnn(nn.Module):
         return self.fc2(x)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=10)
@@ -70,8 +92,9 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--model", default="simple-cnn", choices=["simple-cnn", "lenet5"])
     # Options meant for `strata bench` only (--backend, --device-index, ...) are ignored.
-    args, _ = p.parse_known_args()
+    args, _ = p.parse_known_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -79,7 +102,7 @@ def main():
     images = read_idx(os.path.join(d, "train-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"))
     device = torch.device(args.device)
-    model = SimpleCnn().to(device).train()
+    model = (LeNet5() if args.model == "lenet5" else SimpleCnn()).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     bs = args.batch_size
@@ -105,7 +128,7 @@ def main():
     loss.item()
     secs = time.perf_counter() - t0
     print(json.dumps({
-        "bench": "cnn-train",
+        "bench": "cnn-train" if args.model == "simple-cnn" else "lenet5-train",
         "backend": "pytorch",
         "value": round(args.steps * bs / secs, 1),
         "unit": "img/s",

@@ -22,6 +22,11 @@ const BENCHES: &[(&str, &str, [usize; 3])] = &[
         [64, 10, 50],
     ),
     (
+        "lenet5-train",
+        "training images/s of LeNet-5 on MNIST (Adam, full step)",
+        [64, 10, 50],
+    ),
+    (
         "resnet18-infer",
         "inference images/s of ResNet-18 at 224x224 (eval mode)",
         [8, 3, 10],
@@ -53,13 +58,13 @@ pub struct BenchArgs {
     list: bool,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Items per batch [default: 64 for cnn-train, 8 for the ResNets, 32 for lstm-train]
+    /// Items per batch [default: 64 for cnn-train and lenet5-train, 8 for the ResNets, 32 for lstm-train]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Untimed steps first [default: 10 for cnn-train, 3 for the ResNets, 5 for lstm-train, 1 generation for gpt2-decode]
+    /// Untimed steps first [default: 10 for cnn-train and lenet5-train, 3 for the ResNets, 5 for lstm-train, 1 generation for gpt2-decode]
     #[arg(long)]
     warmup: Option<usize>,
-    /// Timed steps [default: 50 for cnn-train, 10 for the ResNets, 30 for lstm-train, 3 generations for gpt2-decode]
+    /// Timed steps [default: 50 for cnn-train and lenet5-train, 10 for the ResNets, 30 for lstm-train, 3 generations for gpt2-decode]
     #[arg(long)]
     steps: Option<usize>,
     /// Characters per window (lstm-train).
@@ -142,11 +147,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         _ => {
             let t: Throughput = match name {
-                "cnn-train" => {
+                "cnn-train" | "lenet5-train" => {
                     let splits =
                         MnistSplits::load(MnistKind::Mnist, args.data.data_dir.as_deref(), 0)
-                            .context("cnn-train trains on MNIST")?;
-                    cnn_train_throughput(&splits.train, &device, batch_size, warmup, steps)
+                            .with_context(|| format!("{name} trains on MNIST"))?;
+                    let model = if name == "cnn-train" {
+                        "simple-cnn"
+                    } else {
+                        "lenet5"
+                    };
+                    cnn_train_throughput(model, &splits.train, &device, batch_size, warmup, steps)
                 }
                 "resnet18-infer" => resnet18_throughput(&device, batch_size, warmup, steps, false),
                 _ => resnet18_throughput(&device, batch_size, warmup, steps, true),

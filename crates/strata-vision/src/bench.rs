@@ -1,5 +1,5 @@
-//! Throughput of training the simple CNN (`cargo xtask bench cnn-train`) and of ResNet-18
-//! inference and training (`resnet18-infer`, `resnet18-train`).
+//! Throughput of training the simple CNN and LeNet-5 (`cargo xtask bench cnn-train`,
+//! `lenet5-train`) and of ResNet-18 inference and training (`resnet18-infer`, `resnet18-train`).
 //!
 //! It runs the same code path as `train-vision` — the model's `TrainStep` (forward, cross-entropy,
 //! backward) followed by an Adam step, on normalised MNIST batches — without burn-train's
@@ -24,9 +24,11 @@ pub struct Throughput {
     pub seconds: f64,
 }
 
-/// Times `steps` training steps of the simple CNN on batches of `batch_size` images from `set`,
-/// after `warmup` untimed steps, on `device` (autodiff is added here).
+/// Times `steps` training steps of `model` (`simple-cnn` or `lenet5`, as `--model` names them)
+/// on batches of `batch_size` images from `set`, after `warmup` untimed steps, on `device`
+/// (autodiff is added here).
 pub fn cnn_train_throughput(
+    model: &str,
     set: &ImageSet,
     device: &Device,
     batch_size: usize,
@@ -35,7 +37,7 @@ pub fn cnn_train_throughput(
 ) -> Throughput {
     let device = device.clone().autodiff();
     strata_tensor::seed(&device, 0);
-    let config = VisionConfig::named("simple-cnn", 1, set.rows, 10).expect("valid default config");
+    let config = VisionConfig::named(model, 1, set.rows, 10).expect("a CNN for MNIST");
     let mut model = config.init(&device).expect("valid default config");
     let mut optim = strata_train::OptimizerConfig::adam(1e-3).init();
     let batcher = ImageBatcher::new(set.rows, set.cols, &Normalization::mnist(MnistKind::Mnist));

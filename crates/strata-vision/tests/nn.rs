@@ -1,8 +1,11 @@
-//! `strata_vision::conv::conv2d` against Burn's `conv2d` (and Burn's ReLU) on every compiled
-//! backend: the output and the gradients of the input, the weight and the bias, for kernels
-//! 1/3/5/7, strides 1/2, padding none/1/"same" (asymmetric for an even kernel), dilation 1/2,
-//! groups 1/2/depthwise, with and without bias.
+//! The operations of `strata_vision::nn` against Burn's on every compiled backend:
+//! - `conv2d` against Burn's `conv2d` (and Burn's ReLU): the output and the gradients of the
+//!   input, the weight and the bias, for kernels 1/3/5/7, strides 1/2, padding none/1/"same"
+//!   (asymmetric for an even kernel), dilation 1/2, groups 1/2/depthwise, with and without bias;
+//! - `max_pool` against Burn's `MaxPool2d`: output and input gradient;
+//! - `dropout`: the share kept, the scaling, the same mask forward and backward, seeded.
 
+use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use strata_tensor::BackendKind;
@@ -211,4 +214,100 @@ fn a_kernel_that_does_not_fit_is_burns_kind_of_error() {
         .map(String::as_str)
         .unwrap_or_default();
     assert!(msg.starts_with("conv2d: a 7×7 kernel"), "{msg}");
+}
+
+/// Compares two lists of numbers within `1e-4` of the reference's scale.
+fn assert_close(ours: &[f32], reference: &[f32], what: &str) {
+    assert_eq!(ours.len(), reference.len(), "{what}: size");
+    let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let diff = ours
+        .iter()
+        .zip(reference)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff <= 1e-4 * scale, "{what}: differs by {diff}");
+}
+
+fn numbers<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn max_pool_and_its_gradient_equal_burns_on_every_backend() {
+    for kind in BackendKind::compiled() {
+        let Ok(device) = kind.device(None) else {
+            continue;
+        };
+        let device = device.autodiff();
+        // Even and odd sizes (a last row and column no window covers), 2×2 and 3×3 windows.
+        for (shape, k) in [([2, 3, 8, 8], 2), ([3, 2, 7, 9], 2), ([1, 4, 10, 11], 3)] {
+            let pool = MaxPool2dConfig::new([k, k]).with_strides([k, k]).init();
+            let run = |ours: bool| {
+                let x = tensor(shape, 5, &device).require_grad();
+                let y = if ours {
+                    strata_vision::nn::max_pool(&pool, x.clone())
+                } else {
+                    pool.forward(x.clone())
+                };
+                let r = tensor(y.dims(), 6, &device);
+                let grads = (y.clone() * r).sum().backward();
+                (numbers(y.inner()), numbers(x.grad(&grads).unwrap()))
+            };
+            let (ours, burn) = (run(true), run(false));
+            assert_close(
+                &ours.0,
+                &burn.0,
+                &format!("{kind} max-pool {shape:?} k{k} output"),
+            );
+            assert_close(
+                &ours.1,
+                &burn.1,
+                &format!("{kind} max-pool {shape:?} k{k} gradient"),
+            );
+        }
+    }
+}
+
+#[test]
+fn dropout_keeps_its_share_scales_and_uses_one_mask_both_ways() {
+    let device = strata_tensor::first_compiled_device().autodiff();
+    let dropout = burn::nn::DropoutConfig::new(0.25).init();
+    let run = |seed: u64| {
+        strata_tensor::seed(&device, seed);
+        let x = tensor([4, 8, 32, 32], 7, &device).require_grad();
+        let y = strata_vision::nn::dropout(&dropout, x.clone());
+        let r = tensor(y.dims(), 8, &device);
+        let grads = (y.clone() * r.clone()).sum().backward();
+        (
+            numbers(x.clone().inner()),
+            numbers(y.inner()),
+            numbers(r.inner()),
+            numbers(x.grad(&grads).unwrap()),
+        )
+    };
+    let (x, y, r, dx) = run(1);
+    let kept = y.iter().filter(|v| **v != 0.0).count() as f64 / y.len() as f64;
+    assert!((kept - 0.75).abs() < 0.01, "kept {kept}");
+    for i in 0..y.len() {
+        if y[i] == 0.0 {
+            assert_eq!(dx[i], 0.0, "a dropped element passes no gradient");
+        } else {
+            assert!(
+                (y[i] - x[i] / 0.75).abs() < 1e-5,
+                "kept elements scale by 1/keep"
+            );
+            assert!(
+                (dx[i] - r[i] / 0.75).abs() < 1e-5,
+                "the gradient uses the same mask"
+            );
+        }
+    }
+    assert_eq!(run(1).1, y, "the same seed gives the same mask");
+    assert_ne!(run(2).1, y, "another seed, another mask");
+    // Without autodiff (evaluation), dropout is the identity.
+    let plain = strata_tensor::first_compiled_device();
+    let x = tensor([2, 3], 9, &plain);
+    assert_eq!(
+        numbers(strata_vision::nn::dropout(&dropout, x.clone())),
+        numbers(x)
+    );
 }
