@@ -339,11 +339,12 @@ impl Vectorized for RowSums<'_> {
     }
 }
 
-/// The sum of `v`, in 8 independent lanes (so that it vectorises).
+/// The sum of `v`, in 32 independent lanes (four AVX2 registers, so that the additions do
+/// not wait on each other).
 #[inline(always)]
 fn sum(v: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = v.chunks_exact(8);
+    let mut lanes = [0f32; 32];
+    let chunks = v.chunks_exact(32);
     let tail: f32 = chunks.remainder().iter().sum();
     for c in chunks {
         for (l, &x) in lanes.iter_mut().zip(c) {

@@ -32,28 +32,28 @@ pub fn max_pool(x: Tensor<4>, window: [usize; 2]) -> Tensor<4> {
     Tensor::from_dispatch(out)
 }
 
-/// For one row of outputs (`out`, `ow` wide) over the `kh` input rows `rows` (`kh × w`): the
-/// window maxima into `out`, and into `arg` the tap `i · kw + j` each comes from (the first
-/// one; a NaN wins, as in PyTorch). Loops over whole rows, so that they vectorise.
+/// For one row of outputs (`out`, `out.len()` wide) over the `kh` input rows `rows` (`kh × w`)
+/// and windows `KW` wide: the window maxima into `out`, and into `arg` the tap `i · KW + j`
+/// each comes from (the first one; a NaN wins, as in PyTorch). The window width is a constant
+/// so that the loops over a row vectorise.
 #[inline(always)]
-fn max_row(rows: &[f32], w: usize, window: [usize; 2], out: &mut [f32], arg: &mut [u8]) {
-    let [kh, kw] = window;
-    for (tap, (i, j)) in (0..kh)
-        .flat_map(|i| (0..kw).map(move |j| (i, j)))
-        .enumerate()
-    {
-        let row = &rows[i * w..][..w];
-        let tap = tap as u8;
-        for ((m, a), &v) in out
-            .iter_mut()
-            .zip(arg.iter_mut())
-            .zip(row[j..].iter().step_by(kw))
-        {
-            let wins = tap == 0 || v > *m || (v.is_nan() && !m.is_nan());
-            *m = if wins { v } else { *m };
-            *a = if wins { tap } else { *a };
+fn max_row<const KW: usize>(rows: &[f32], w: usize, kh: usize, out: &mut [f32], arg: &mut [u8]) {
+    for i in 0..kh {
+        let row = &rows[i * w..][..out.len() * KW];
+        for ((m, a), win) in out.iter_mut().zip(arg.iter_mut()).zip(row.chunks_exact(KW)) {
+            for (j, &v) in win.iter().enumerate() {
+                let tap = (i * KW + j) as u8;
+                let wins = tap == 0 || v > *m || (v.is_nan() && !m.is_nan());
+                *m = if wins { v } else { *m };
+                *a = if wins { tap } else { *a };
+            }
         }
     }
+}
+
+/// The window widths the kernel is compiled for ([`crate::nn::max_pool`] leaves others to Burn).
+pub fn supported(window: [usize; 2]) -> bool {
+    (1..=4).contains(&window[1]) && (1..=16).contains(&window[0])
 }
 
 fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
@@ -100,17 +100,24 @@ impl Vectorized for MaxForward<'_> {
 
     #[inline(always)]
     fn run(self) {
+        match self.window[1] {
+            1 => self.rows::<1>(),
+            2 => self.rows::<2>(),
+            3 => self.rows::<3>(),
+            _ => self.rows::<4>(),
+        }
+    }
+}
+
+impl MaxForward<'_> {
+    #[inline(always)]
+    fn rows<const KW: usize>(self) {
         let Self { x, w, window, y } = self;
-        let ow = w / window[1];
+        let ow = w / KW;
         let mut arg = vec![0u8; ow];
         for (oy, y) in y.chunks_exact_mut(ow.max(1)).enumerate() {
-            max_row(
-                &x[oy * window[0] * w..][..window[0] * w],
-                w,
-                window,
-                y,
-                &mut arg,
-            );
+            let rows = &x[oy * window[0] * w..][..window[0] * w];
+            max_row::<KW>(rows, w, window[0], y, &mut arg);
         }
     }
 }
@@ -130,23 +137,34 @@ impl Vectorized for MaxBackward<'_> {
 
     #[inline(always)]
     fn run(self) {
+        match self.window[1] {
+            1 => self.rows::<1>(),
+            2 => self.rows::<2>(),
+            3 => self.rows::<3>(),
+            _ => self.rows::<4>(),
+        }
+    }
+}
+
+impl MaxBackward<'_> {
+    #[inline(always)]
+    fn rows<const KW: usize>(self) {
         let Self {
             x,
             w,
-            window: [kh, kw],
+            window: [kh, _],
             dy,
             dx,
         } = self;
-        let ow = w / kw;
+        let ow = w / KW;
         let (mut m, mut arg) = (vec![0f32; ow], vec![0u8; ow]);
         for (oy, dy) in dy.chunks_exact(ow.max(1)).enumerate() {
-            max_row(&x[oy * kh * w..][..kh * w], w, [kh, kw], &mut m, &mut arg);
+            max_row::<KW>(&x[oy * kh * w..][..kh * w], w, kh, &mut m, &mut arg);
             for i in 0..kh {
-                let row = &mut dx[(oy * kh + i) * w..][..w];
-                for j in 0..kw {
-                    let tap = (i * kw + j) as u8;
-                    for ((d, &g), &a) in row[j..].iter_mut().step_by(kw).zip(dy).zip(&arg) {
-                        *d = if a == tap { g } else { 0.0 };
+                let row = &mut dx[(oy * kh + i) * w..][..ow * KW];
+                for ((win, &g), &a) in row.chunks_exact_mut(KW).zip(dy).zip(&arg) {
+                    for (j, d) in win.iter_mut().enumerate() {
+                        *d = if usize::from(a) == i * KW + j { g } else { 0.0 };
                     }
                 }
             }
