@@ -272,7 +272,7 @@ fn bench_list_names_the_benchmarks() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "cnn-train\nresnet18-infer\nresnet18-train\nlstm-train\ngpt2-decode"
+        "cnn-train\nlenet5-train\nresnet18-infer\nresnet18-train\nlstm-train\ngpt2-decode"
     );
 }
 

@@ -4,7 +4,7 @@
 //!   our GEMM-shaped kernel), with the ReLU that follows it fused in when asked;
 //! - [`pool`]: max pooling over windows that do not overlap (LeNet's and the simple CNN's
 //!   2×2), which Burn's `MaxPool2d` module keeps describing;
-//! - [`dropout`]: dropout whose mask is a hash of the element's index and one seed drawn from
+//! - [`dropout`](mod@dropout): dropout whose mask is a hash of the element's index and one seed drawn from
 //!   Burn's generator, so it costs no random tensor and the backward pass stores no mask.
 //!
 //! On the other backends, and for configurations the kernels do not cover, each falls back to

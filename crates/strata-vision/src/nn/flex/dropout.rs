@@ -1,4 +1,4 @@
-//! Dropout with a hashed mask on flex (see [`crate::nn::dropout`]).
+//! Dropout with a hashed mask on flex (see [`crate::nn::dropout`](mod@crate::nn::dropout)).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
