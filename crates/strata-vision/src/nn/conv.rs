@@ -23,7 +23,7 @@ use burn::tensor::ops::ConvOptions;
 ///
 /// ```
 /// # use burn::nn::conv::Conv2dConfig;
-/// # use strata_vision::conv::Conv2d;
+/// # use strata_vision::nn::Conv2d;
 /// let device = strata_tensor::first_compiled_device();
 /// let conv: Conv2d = Conv2dConfig::new([1, 32], [3, 3]).init(&device).into();
 /// ```

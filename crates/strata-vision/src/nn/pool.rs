@@ -6,7 +6,6 @@
 //! back one number at a time; ours finds the maximum of each window again in the backward
 //! pass (the input is kept anyway) and writes every input gradient once.
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 
@@ -14,6 +13,7 @@ use burn::prelude::*;
 pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {
+        use burn::nn::PaddingConfig2d;
         let plain = pool.kernel_size == pool.stride
             && pool.padding == PaddingConfig2d::Valid
             && pool.dilation == [1, 1]

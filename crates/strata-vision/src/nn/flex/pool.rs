@@ -63,7 +63,15 @@ fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
     let mut out = vec![0f32; b * c * oh * ow];
     out.par_chunks_mut((oh * ow).max(1))
         .zip(values(&x).par_chunks((h * w).max(1)))
-        .for_each(|(y, x)| vectorized(MaxForward { x, w, window, y }));
+        .for_each(|(out, x)| {
+            vectorized(Plane {
+                x,
+                w,
+                window,
+                dy: None,
+                out,
+            })
+        });
     tensor(out, [b, c, oh, ow])
 }
 
@@ -75,27 +83,30 @@ fn backward(x: &FlexTensor, dy: &FlexTensor, window: [usize; 2]) -> FlexTensor {
     dx.par_chunks_mut((h * w).max(1))
         .zip(values(&x).par_chunks((h * w).max(1)))
         .zip(values(&dy).par_chunks((oh * ow).max(1)))
-        .for_each(|((dx, x), dy)| {
-            vectorized(MaxBackward {
+        .for_each(|((out, x), dy)| {
+            vectorized(Plane {
                 x,
                 w,
                 window,
-                dy,
-                dx,
+                dy: Some(dy),
+                out,
             })
         });
     tensor(dx, [b, c, h, w])
 }
 
-/// The maxima of one channel `x` (`w` wide) into `y`.
-struct MaxForward<'a> {
+/// One channel `x` (`w` wide): without `dy`, the window maxima into `out`; with the output's
+/// gradient `dy`, each gradient to its window's maximum in `out` (the input's gradient; every
+/// number under a window written once).
+struct Plane<'a> {
     x: &'a [f32],
     w: usize,
     window: [usize; 2],
-    y: &'a mut [f32],
+    dy: Option<&'a [f32]>,
+    out: &'a mut [f32],
 }
 
-impl Vectorized for MaxForward<'_> {
+impl Vectorized for Plane<'_> {
     type Output = ();
 
     #[inline(always)]
@@ -109,44 +120,7 @@ impl Vectorized for MaxForward<'_> {
     }
 }
 
-impl MaxForward<'_> {
-    #[inline(always)]
-    fn rows<const KW: usize>(self) {
-        let Self { x, w, window, y } = self;
-        let ow = w / KW;
-        let mut arg = vec![0u8; ow];
-        for (oy, y) in y.chunks_exact_mut(ow.max(1)).enumerate() {
-            let rows = &x[oy * window[0] * w..][..window[0] * w];
-            max_row::<KW>(rows, w, window[0], y, &mut arg);
-        }
-    }
-}
-
-/// Each gradient of `dy` to its window's maximum in `x`, into `dx` (every number under a
-/// window written once).
-struct MaxBackward<'a> {
-    x: &'a [f32],
-    w: usize,
-    window: [usize; 2],
-    dy: &'a [f32],
-    dx: &'a mut [f32],
-}
-
-impl Vectorized for MaxBackward<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        match self.window[1] {
-            1 => self.rows::<1>(),
-            2 => self.rows::<2>(),
-            3 => self.rows::<3>(),
-            _ => self.rows::<4>(),
-        }
-    }
-}
-
-impl MaxBackward<'_> {
+impl Plane<'_> {
     #[inline(always)]
     fn rows<const KW: usize>(self) {
         let Self {
@@ -154,14 +128,21 @@ impl MaxBackward<'_> {
             w,
             window: [kh, _],
             dy,
-            dx,
+            out,
         } = self;
         let ow = w / KW;
+        let oh = x.len() / w.max(1) / kh.max(1);
         let (mut m, mut arg) = (vec![0f32; ow], vec![0u8; ow]);
-        for (oy, dy) in dy.chunks_exact(ow.max(1)).enumerate() {
-            max_row::<KW>(&x[oy * kh * w..][..kh * w], w, kh, &mut m, &mut arg);
+        for oy in 0..oh {
+            let rows = &x[oy * kh * w..][..kh * w];
+            let Some(dy) = dy else {
+                max_row::<KW>(rows, w, kh, &mut out[oy * ow..][..ow], &mut arg);
+                continue;
+            };
+            max_row::<KW>(rows, w, kh, &mut m, &mut arg);
+            let dy = &dy[oy * ow..][..ow];
             for i in 0..kh {
-                let row = &mut dx[(oy * kh + i) * w..][..ow * KW];
+                let row = &mut out[(oy * kh + i) * w..][..ow * KW];
                 for ((win, &g), &a) in row.chunks_exact_mut(KW).zip(dy).zip(&arg) {
                     for (j, d) in win.iter_mut().enumerate() {
                         *d = if usize::from(a) == i * KW + j { g } else { 0.0 };
