@@ -178,7 +178,7 @@ fn backward(
                 Some(y) => {
                     let mask = &values(y)[b * y_len..][..y_len];
                     let d = &values(&dy)[b * y_len..][..y_len];
-                    let mut masked = vec![0f32; y_len];
+                    let mut masked = take(&MASKED, y_len);
                     vectorized(Mask {
                         dy: d,
                         y: mask,
@@ -216,6 +216,9 @@ fn backward(
                     col2im(values(&dcols), &g, group * (g.c_in / g.groups), dx_b);
                 }
             }
+            if y.is_some() {
+                give_back(&MASKED, dy_b);
+            }
             (dw, db)
         })
         .reduce(zeros, |(mut dw, mut db), (dw2, db2)| {
@@ -249,57 +252,108 @@ fn valid_range(out: usize, size: usize, stride: usize, offset: isize) -> (usize,
     (lo.min(hi), hi)
 }
 
-/// The im2col matrix of one image `x` `[in, h, w]` into `cols`: row `(c, i, j)` holds, for
-/// every output position, the input under kernel tap `(i, j)` of channel `c` (zero in the
-/// padding). Every number is written once; nothing is cleared first.
-fn im2col(x: &[f32], g: &Geometry, cols: &mut Vec<f32>) {
-    let [kh, kw] = g.kernel;
-    let ow = g.ow;
-    let zeros = |cols: &mut Vec<f32>, n: usize| cols.extend(std::iter::repeat_n(0.0, n));
-    cols.clear();
-    cols.reserve(g.c_in * kh * kw * g.spatial());
-    for plane in x.chunks_exact(g.h * g.w) {
-        for i in 0..kh {
-            for j in 0..kw {
-                let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-                let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
-                for oy in 0..g.oh {
-                    let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        zeros(cols, ow);
-                        continue;
+/// The im2col matrix of one image `x` `[in, h, w]` into `cols` (`[in · kh · kw, oh · ow]`):
+/// row `(c, i, j)` holds, for every output position, the input under kernel tap `(i, j)` of
+/// channel `c` (zero in the padding). Every number is written once.
+struct Im2col<'a> {
+    x: &'a [f32],
+    g: &'a Geometry,
+    cols: &'a mut [f32],
+}
+
+impl Vectorized for Im2col<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { x, g, cols } = self;
+        let [kh, kw] = g.kernel;
+        let ow = g.ow;
+        let mut rows = cols.chunks_exact_mut(g.spatial().max(1));
+        for plane in x.chunks_exact((g.h * g.w).max(1)) {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let Some(row) = rows.next() else { return };
+                    let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+                    let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
+                    for (oy, dst) in row.chunks_exact_mut(ow.max(1)).enumerate() {
+                        let iy =
+                            (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
+                        if iy < 0 || iy >= g.h as isize || lo >= hi {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * g.w..][..g.w];
+                        let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        if g.stride[1] == 1 {
+                            copy(&mut dst[lo..hi], &src[start..start + (hi - lo)]);
+                        } else {
+                            let src = src[start..].iter().step_by(g.stride[1]);
+                            for (d, s) in dst[lo..hi].iter_mut().zip(src) {
+                                *d = *s;
+                            }
+                        }
                     }
-                    let src = &plane[iy as usize * g.w..][..g.w];
-                    let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
-                    zeros(cols, lo);
-                    if g.stride[1] == 1 {
-                        cols.extend_from_slice(&src[start..start + (hi - lo)]);
-                    } else {
-                        cols.extend(src[start..].iter().step_by(g.stride[1]).take(hi - lo));
-                    }
-                    zeros(cols, ow - hi);
                 }
             }
         }
     }
 }
 
+/// `dst` from `src` (of the same length), in blocks of 8 that compile to register moves (the rows
+/// are short: a `memcpy` call per row cost more than the copy).
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().expect("chunks of 8");
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
+
 thread_local! {
     /// Each thread's im2col buffer, reused from image to image and call to call.
     static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for an image's output gradient through the ReLU's mask.
+    static MASKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's buffer `key`, `len` long (its old contents, or zeros where it grew).
+fn take(key: &'static Scratch, len: usize) -> Vec<f32> {
+    let mut buf = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    buf.resize(len, 0.0);
+    buf
+}
+
+/// The memory of `t`, made by [`take`], back into this thread's buffer `key`, once no view of
+/// it is left (always, after an image's products).
+fn give_back(key: &'static Scratch, t: FlexTensor) {
+    if let Ok(buf) = t.into_data().try_into_vec::<f32>() {
+        key.with(|c| *c.borrow_mut() = buf);
+    }
 }
 
 /// Runs `f` on the im2col matrix of image `x` (`[in · kh · kw, oh · ow]`), built in this
 /// thread's buffer.
 fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R {
-    let mut buf = COLS.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    im2col(x, g, &mut buf);
-    let cols = tensor(buf, [g.c_in * g.kernel[0] * g.kernel[1], g.spatial()]);
+    let rows = g.c_in * g.kernel[0] * g.kernel[1];
+    let mut buf = take(&COLS, rows * g.spatial());
+    vectorized(Im2col {
+        x,
+        g,
+        cols: &mut buf,
+    });
+    let cols = tensor(buf, [rows, g.spatial()]);
     let result = f(&cols);
-    // The buffer comes back once no view of it is left (always, after the products).
-    if let Ok(buf) = cols.into_data().try_into_vec::<f32>() {
-        COLS.with(|c| *c.borrow_mut() = buf);
-    }
+    give_back(&COLS, cols);
     result
 }
 
