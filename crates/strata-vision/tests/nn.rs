@@ -311,3 +311,60 @@ fn dropout_keeps_its_share_scales_and_uses_one_mask_both_ways() {
         numbers(x)
     );
 }
+
+#[test]
+fn convolution_relu_and_pooling_in_one_operation_equal_burns_three() {
+    for kind in BackendKind::compiled() {
+        let Ok(device) = kind.device(None) else {
+            continue;
+        };
+        let device = device.autodiff();
+        // The simple CNN's conv2 (even output), LeNet's conv1 (padding), an odd output, 3×3 windows.
+        for (c_in, c_out, k, pad, size, window) in [
+            (8, 16, 3, 0, 14, 2),
+            (1, 6, 5, 2, 12, 2),
+            (3, 4, 3, 0, 12, 2),
+            (2, 5, 3, 1, 10, 3),
+        ] {
+            let conv: strata_vision::nn::Conv2d =
+                burn::nn::conv::Conv2dConfig::new([c_in, c_out], [k, k])
+                    .with_padding(burn::nn::PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .init(&device)
+                    .into();
+            let pool = MaxPool2dConfig::new([window, window])
+                .with_strides([window, window])
+                .init();
+            let what =
+                format!("{kind} conv {c_in}->{c_out} k{k} p{pad} {size}x{size} pool {window}");
+            let run = |ours: bool| {
+                let x = tensor([2, c_in, size, size], 11, &device).require_grad();
+                let y = if ours {
+                    conv.forward_relu_pool(x.clone(), &pool)
+                } else {
+                    let [_, _, h, w] = x.dims();
+                    let y = burn::tensor::module::conv2d(
+                        x.clone(),
+                        conv.weight.val(),
+                        conv.bias.as_ref().map(|b| b.val()),
+                        conv.options(h, w),
+                    );
+                    pool.forward(burn::tensor::activation::relu(y))
+                };
+                let r = tensor(y.dims(), 12, &device);
+                let grads = (y.clone() * r).sum().backward();
+                let bias = conv.bias.as_ref().unwrap().grad(&grads).unwrap();
+                (
+                    numbers(y.inner()),
+                    numbers(x.grad(&grads).unwrap()),
+                    numbers(conv.weight.grad(&grads).unwrap()),
+                    bias.into_data().try_to_vec::<f32>().unwrap(),
+                )
+            };
+            let (ours, burn) = (run(true), run(false));
+            assert_close(&ours.0, &burn.0, &format!("{what}: output"));
+            assert_close(&ours.1, &burn.1, &format!("{what}: input gradient"));
+            assert_close(&ours.2, &burn.2, &format!("{what}: weight gradient"));
+            assert_close(&ours.3, &burn.3, &format!("{what}: bias gradient"));
+        }
+    }
+}

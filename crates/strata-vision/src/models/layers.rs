@@ -4,6 +4,8 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::nn::Conv2d;
+
 /// Which pooling a CNN uses after its convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,6 +41,15 @@ impl Pool2d {
                     .with_strides([size, size])
                     .init(),
             ),
+        }
+    }
+
+    /// `self.forward(relu(conv(x)))`, with max pooling fused into the convolution where
+    /// [`Conv2d::forward_relu_pool`] can.
+    pub fn conv_relu(&self, conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::Max(p) => conv.forward_relu_pool(x, p),
+            Self::Avg(p) => p.forward(conv.forward_relu(x)),
         }
     }
 

@@ -122,13 +122,14 @@ impl LeNet5 {
     /// [`forward`](Self::forward), calling `tap(layer, output shape, parameters)` after each
     /// layer (what `--summary` prints).
     pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
-        let x = self.conv1.forward_relu(images);
-        tap("conv1 + relu", &x.dims(), self.conv1.num_params());
-        let x = self.pool.forward(x);
+        // Each convolution, its ReLU and the pooling run as one operation where they can.
+        let conv1_dims = self.conv1.output_dims(images.dims());
+        let x = self.pool.conv_relu(&self.conv1, images);
+        tap("conv1 + relu", &conv1_dims, self.conv1.num_params());
         tap("pool1", &x.dims(), 0);
-        let x = self.conv2.forward_relu(x);
-        tap("conv2 + relu", &x.dims(), self.conv2.num_params());
-        let x = self.pool.forward(x);
+        let conv2_dims = self.conv2.output_dims(x.dims());
+        let x = self.pool.conv_relu(&self.conv2, x);
+        tap("conv2 + relu", &conv2_dims, self.conv2.num_params());
         tap("pool2", &x.dims(), 0);
         let x = x.flatten::<2>(1, 3);
         tap("flatten", &x.dims(), 0);

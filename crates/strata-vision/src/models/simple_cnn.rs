@@ -137,9 +137,11 @@ impl SimpleCnn {
     pub fn forward_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<2> {
         let x = self.conv1.forward_relu(images);
         tap("conv1 + relu", &x.dims(), self.conv1.num_params());
-        let x = self.conv2.forward_relu(x);
-        tap("conv2 + relu", &x.dims(), self.conv2.num_params());
-        let x = dropout(&self.dropout_conv, self.pool.forward(x));
+        // conv2, its ReLU and the pooling run as one operation where they can.
+        let conv2_dims = self.conv2.output_dims(x.dims());
+        let x = self.pool.conv_relu(&self.conv2, x);
+        tap("conv2 + relu", &conv2_dims, self.conv2.num_params());
+        let x = dropout(&self.dropout_conv, x);
         tap("pool + dropout", &x.dims(), 0);
         let x = x.flatten::<2>(1, 3);
         tap("flatten", &x.dims(), 0);

@@ -72,6 +72,41 @@ impl Conv2d {
         self.run(x, true)
     }
 
+    /// `max_pool(pool, relu(conv(x)))`: on flex one operation that pools each image's
+    /// convolution while it is in cache (the unpooled output is never written out, and the
+    /// backward pass routes each gradient straight to its window's maximum); elsewhere, and
+    /// for poolings the kernel does not cover, the three operations.
+    pub fn forward_relu_pool(&self, x: Tensor<4>, pool: &burn::nn::pool::MaxPool2d) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        {
+            let [_, _, h, w] = self.output_dims(x.dims());
+            if let Some(window) = super::pool::kernel_window(pool, [h, w])
+                && super::flex::available(&x)
+            {
+                let [_, _, h, w] = x.dims();
+                return super::flex::conv::conv2d(
+                    x,
+                    self.weight.val(),
+                    self.bias.as_ref().map(Param::val),
+                    self.options(h, w),
+                    true,
+                    Some(window),
+                );
+            }
+        }
+        super::max_pool(pool, self.forward_relu(x))
+    }
+
+    /// The output shape for an input of shape `x` (`[batch, in, h, w]`).
+    ///
+    /// # Panics
+    /// As [`conv2d`], when the input does not fit the layer.
+    pub fn output_dims(&self, x: [usize; 4]) -> [usize; 4] {
+        let g = Geometry::new(x, self.weight.dims(), &self.options(x[2], x[3]))
+            .unwrap_or_else(|e| panic!("conv2d: {e}"));
+        [g.batch, g.c_out, g.oh, g.ow]
+    }
+
     /// The options of [`conv2d`] for an input of `height × width`.
     pub fn options(&self, height: usize, width: usize) -> ConvOptions<2> {
         let pad = |size: usize, k: usize, s: usize| same_padding(k, s, size);
@@ -128,7 +163,7 @@ pub fn conv2d(
     }
     #[cfg(feature = "flex")]
     if super::flex::available(&x) {
-        return super::flex::conv::conv2d(x, weight, bias, options, relu);
+        return super::flex::conv::conv2d(x, weight, bias, options, relu, None);
     }
     // Other backends and dtypes: Burn's convolution and autodiff.
     let y = burn::tensor::module::conv2d(x, weight, bias, options);

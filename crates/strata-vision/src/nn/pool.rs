@@ -13,17 +13,26 @@ use burn::prelude::*;
 pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {
-        use burn::nn::PaddingConfig2d;
-        let plain = pool.kernel_size == pool.stride
-            && pool.padding == PaddingConfig2d::Valid
-            && pool.dilation == [1, 1]
-            && !pool.ceil_mode;
         let [_, _, h, w] = x.dims();
-        let fits = h >= pool.kernel_size[0] && w >= pool.kernel_size[1];
-        let supported = super::flex::pool::supported(pool.kernel_size);
-        if plain && fits && supported && super::flex::available(&x) {
-            return super::flex::pool::max_pool(x, pool.kernel_size);
+        if let Some(window) = kernel_window(pool, [h, w])
+            && super::flex::available(&x)
+        {
+            return super::flex::pool::max_pool(x, window);
         }
     }
     pool.forward(x)
+}
+
+/// The window of `pool` when our kernel computes it over a `size` input: windows that do not
+/// overlap, no padding or dilation, floor mode, a width the kernel is compiled for, and at
+/// least one whole window.
+pub(crate) fn kernel_window(pool: &MaxPool2d, size: [usize; 2]) -> Option<[usize; 2]> {
+    let plain = pool.kernel_size == pool.stride
+        && pool.padding == burn::nn::PaddingConfig2d::Valid
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode;
+    let fits = size[0] >= pool.kernel_size[0] && size[1] >= pool.kernel_size[1];
+    let compiled =
+        (1..=4).contains(&pool.kernel_size[1]) && (1..=16).contains(&pool.kernel_size[0]);
+    (plain && fits && compiled).then_some(pool.kernel_size)
 }

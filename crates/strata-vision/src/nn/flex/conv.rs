@@ -31,14 +31,16 @@ use crate::nn::Geometry;
 /// The convolution as one operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvOps: Backend {
-    /// `conv2d(x, weight) + bias`, then `max(·, 0)` when `relu` is set. `x` `[batch, in, h, w]`,
-    /// `weight` `[out, in / groups, kh, kw]`, `bias` `[out]`.
+    /// `conv2d(x, weight) + bias`, then `max(·, 0)` when `relu` is set, then, with `pool`, the
+    /// maximum of each non-overlapping `pool[0] × pool[1]` window (only after a ReLU). `x`
+    /// `[batch, in, h, w]`, `weight` `[out, in / groups, kh, kw]`, `bias` `[out]`.
     fn conv2d_fused(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
         relu: bool,
+        pool: Option<[usize; 2]>,
     ) -> FloatTensor<Self>;
 }
 
@@ -49,8 +51,9 @@ impl ConvOps for Flex {
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
         relu: bool,
+        pool: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
-        forward(&x, &weight, &bias, &options, relu)
+        forward(&x, &weight, &bias, &options, relu, pool).0
     }
 }
 
@@ -61,7 +64,9 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
     relu: bool,
+    pool: Option<[usize; 2]>,
 ) -> Tensor<4> {
+    assert!(relu || pool.is_none(), "the fused pooling follows a ReLU");
     let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()));
     let out = <burn::backend::Dispatch as ConvOps>::conv2d_fused(
         x.into_dispatch(),
@@ -69,6 +74,7 @@ pub fn conv2d(
         bias.into_dispatch(),
         options,
         relu,
+        pool,
     );
     Tensor::from_dispatch(out)
 }
@@ -77,69 +83,114 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Ge
     Geometry::new(dims4(x), dims4(weight), options).unwrap_or_else(|e| panic!("conv2d: {e}"))
 }
 
+/// The output, and with `pool` the window each pooled output's maximum came from (tap
+/// `i · pool[1] + j`, one byte per pooled output).
 fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
     bias: &FlexTensor,
     options: &ConvOptions<2>,
     relu: bool,
-) -> FlexTensor {
+    pool: Option<[usize; 2]>,
+) -> (FlexTensor, Vec<u8>) {
     let g = geometry(x, weight, options);
     let x = contiguous(x);
     let xs = values(&x);
     let w = weight.reshape([g.c_out, g.k()].into());
     let bias = contiguous(bias);
     let bias = values(&bias);
-    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
+    let [ph, pw] = pool.unwrap_or([1, 1]);
+    let (oh, ow) = (g.oh / ph, g.ow / pw);
+    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * oh * ow);
     let mut out = vec![0f32; g.batch * y_len];
+    let mut codes = vec![0u8; if pool.is_some() { g.batch * y_len } else { 0 }];
+    let code_chunks: Vec<&mut [u8]> = match pool {
+        Some(_) => codes.chunks_mut(y_len.max(1)).collect(),
+        None => (0..g.batch).map(|_| &mut [][..]).collect(),
+    };
     out.par_chunks_mut(y_len.max(1))
         .zip(xs.par_chunks(x_len.max(1)))
-        .for_each(|(y, x)| {
+        .zip(code_chunks)
+        .for_each(|((y, x), codes)| {
             with_cols(x, &g, |cols| {
                 for group in 0..g.groups {
                     let rows = g.c_out / g.groups;
                     let w_g = w.narrow(0, group * rows, rows);
                     let cols_g = cols.narrow(0, group * g.k(), g.k());
-                    let prod = Flex::float_matmul(w_g, cols_g);
-                    let prod = values(&prod);
-                    let y_g = &mut y[group * rows * g.spatial()..][..rows * g.spatial()];
+                    let mut prod = Flex::float_matmul(w_g, cols_g);
                     let b_g = &bias[group * rows..][..rows];
-                    pulp::Arch::new().dispatch(
-                        #[inline(always)]
-                        || {
-                            for ((dst, src), &b) in y_g
-                                .chunks_exact_mut(g.spatial())
-                                .zip(prod.chunks_exact(g.spatial()))
-                                .zip(b_g)
-                            {
-                                if relu {
-                                    for (d, &s) in dst.iter_mut().zip(src) {
-                                        let v = s + b;
-                                        *d = if v < 0.0 { 0.0 } else { v };
-                                    }
-                                } else {
-                                    for (d, &s) in dst.iter_mut().zip(src) {
-                                        *d = s + b;
-                                    }
-                                }
-                            }
-                        },
-                    );
+                    let block = group * rows * oh * ow..(group + 1) * rows * oh * ow;
+                    let Some(window) = pool else {
+                        vectorized(Epilogue {
+                            prod: values(&prod),
+                            bias: b_g,
+                            relu,
+                            y: &mut y[block],
+                        });
+                        continue;
+                    };
+                    // Bias and ReLU in place, then each channel's windows.
+                    let planes = prod.storage_mut::<f32>();
+                    vectorized(BiasRelu { planes, bias: b_g });
+                    let planes = values(&prod).chunks_exact(g.spatial().max(1));
+                    let outs = y[block.clone()].chunks_exact_mut((oh * ow).max(1));
+                    for ((plane, out), codes) in planes
+                        .zip(outs)
+                        .zip(codes[block].chunks_exact_mut((oh * ow).max(1)))
+                    {
+                        super::pool::max_plane(plane, g.ow, window, out, codes);
+                    }
                 }
             })
         });
-    tensor(out, [g.batch, g.c_out, g.oh, g.ow])
+    (tensor(out, [g.batch, g.c_out, oh, ow]), codes)
+}
+
+/// `planes += bias` per row, then `max(·, 0)`, in place.
+struct BiasRelu<'a> {
+    planes: &'a mut [f32],
+    bias: &'a [f32],
+}
+
+impl Vectorized for BiasRelu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let len = self.planes.len() / self.bias.len().max(1);
+        for (row, &b) in self.planes.chunks_exact_mut(len.max(1)).zip(self.bias) {
+            for v in row {
+                let s = *v + b;
+                *v = if s < 0.0 { 0.0 } else { s };
+            }
+        }
+    }
 }
 
 /// Which of `[x, weight, bias]` need a gradient.
 type Needed = [bool; 3];
 
+/// What followed the convolution inside the operation, as the backward pass needs it.
+#[derive(Debug, Clone)]
+enum After {
+    /// Nothing (bias only).
+    Nothing,
+    /// A ReLU, with the operation's output (its mask).
+    Relu(FlexTensor),
+    /// A ReLU and max pooling over `window`, with the pooled output and each maximum's tap.
+    ReluPool {
+        pooled: FlexTensor,
+        codes: std::sync::Arc<Vec<u8>>,
+        window: [usize; 2],
+    },
+}
+
 /// The gradients of `x`, `weight` and `bias` (those asked for) from the output's gradient
-/// `dy`; `y` is the output when the ReLU is fused (its mask).
+/// `dy`, through what followed the convolution (`after`).
 fn backward(
     x: &FlexTensor,
     weight: &FlexTensor,
-    y: Option<&FlexTensor>,
+    after: &After,
     dy: &FlexTensor,
     options: &ConvOptions<2>,
     needed: Needed,
@@ -148,7 +199,7 @@ fn backward(
     let x = contiguous(x);
     let xs = values(&x);
     let dy = contiguous(dy);
-    let y = y.map(contiguous);
+    let dy_len = values(&dy).len() / g.batch.max(1);
     let w = weight.reshape([g.c_out, g.k()].into());
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let rows = g.c_out / g.groups;
@@ -173,20 +224,35 @@ fn backward(
         .into_par_iter()
         .enumerate()
         .fold(zeros, |(mut dw, mut db), (b, dx_b)| {
-            let dy_b = match &y {
+            let d = &values(&dy)[b * dy_len..][..dy_len];
+            let dy_b = match after {
+                After::Nothing => dy.narrow(0, b, 1).reshape([g.c_out, g.spatial()].into()),
                 // The ReLU's derivative: the gradient passes where the output is positive.
-                Some(y) => {
-                    let mask = &values(y)[b * y_len..][..y_len];
-                    let d = &values(&dy)[b * y_len..][..y_len];
+                After::Relu(y) => {
                     let mut masked = take(&MASKED, y_len);
                     vectorized(Mask {
                         dy: d,
-                        y: mask,
+                        y: &values(y)[b * y_len..][..y_len],
                         out: &mut masked,
                     });
                     tensor(masked, [g.c_out, g.spatial()])
                 }
-                None => dy.narrow(0, b, 1).reshape([g.c_out, g.spatial()].into()),
+                After::ReluPool {
+                    pooled,
+                    codes,
+                    window,
+                } => {
+                    let mut unpooled = take(&MASKED, y_len);
+                    vectorized(Unpool {
+                        dy: d,
+                        pooled: &values(pooled)[b * dy_len..][..dy_len],
+                        codes: &codes[b * dy_len..][..dy_len],
+                        window: *window,
+                        size: [g.oh, g.ow],
+                        out: &mut unpooled,
+                    });
+                    tensor(unpooled, [g.c_out, g.spatial()])
+                }
             };
             if need_db {
                 let dy_b = contiguous(&dy_b);
@@ -216,7 +282,7 @@ fn backward(
                     col2im(values(&dcols), &g, group * (g.c_in / g.groups), dx_b);
                 }
             }
-            if y.is_some() {
+            if !matches!(after, After::Nothing) {
                 give_back(&MASKED, dy_b);
             }
             (dw, db)
@@ -357,6 +423,80 @@ fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R 
     result
 }
 
+/// `y = prod + bias` per row (then `max(·, 0)` with `relu`).
+struct Epilogue<'a> {
+    prod: &'a [f32],
+    bias: &'a [f32],
+    relu: bool,
+    y: &'a mut [f32],
+}
+
+impl Vectorized for Epilogue<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let len = self.prod.len() / self.bias.len().max(1);
+        let rows = self
+            .y
+            .chunks_exact_mut(len.max(1))
+            .zip(self.prod.chunks_exact(len.max(1)))
+            .zip(self.bias);
+        for ((dst, src), &b) in rows {
+            if self.relu {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    let v = s + b;
+                    *d = if v < 0.0 { 0.0 } else { v };
+                }
+            } else {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = s + b;
+                }
+            }
+        }
+    }
+}
+
+/// The output gradient of one image before the pooling and the ReLU: each pooled gradient
+/// `dy` at its window's maximum (tap `codes`), where the pooled output `pooled` is positive
+/// (else the ReLU stopped it); zero elsewhere. `size` is the output's `[h, w]` before pooling.
+struct Unpool<'a> {
+    dy: &'a [f32],
+    pooled: &'a [f32],
+    codes: &'a [u8],
+    window: [usize; 2],
+    size: [usize; 2],
+    out: &'a mut [f32],
+}
+
+impl Vectorized for Unpool<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let [kh, kw] = self.window;
+        let [h, w] = self.size;
+        let (ph, pw) = (h / kh, w / kw);
+        self.out.fill(0.0);
+        let planes = self.out.chunks_exact_mut((h * w).max(1));
+        let per_plane = (ph * pw).max(1);
+        let inputs = self
+            .dy
+            .chunks_exact(per_plane)
+            .zip(self.pooled.chunks_exact(per_plane))
+            .zip(self.codes.chunks_exact(per_plane));
+        for (plane, ((dy, pooled), codes)) in planes.zip(inputs) {
+            for (o, ((&d, &p), &c)) in dy.iter().zip(pooled).zip(codes).enumerate() {
+                if p > 0.0 {
+                    let (py, px) = (o / pw, o % pw);
+                    let (i, j) = (usize::from(c) / kw, usize::from(c) % kw);
+                    plane[(py * kh + i) * w + px * kw + j] = d;
+                }
+            }
+        }
+    }
+}
+
 /// `dy` where `y > 0`, else 0: the ReLU's derivative.
 struct Mask<'a> {
     dy: &'a [f32],
@@ -475,13 +615,13 @@ fn col2im_rows(dcols: &[f32], g: &Geometry, first_channel: usize, dx: &mut [f32]
     }
 }
 
-/// What the backward pass keeps: the input, the weight, the output when the ReLU is fused,
-/// the options.
+/// What the backward pass keeps: the input, the weight, what followed the convolution, the
+/// options.
 #[derive(Debug, Clone)]
 struct State {
     x: FlexTensor,
     weight: FlexTensor,
-    y: Option<FlexTensor>,
+    after: After,
     options: ConvOptions<2>,
 }
 
@@ -495,7 +635,7 @@ impl Backward<Flex, 3> for ConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let needed = ops.parents.each_ref().map(Option::is_some);
         let s = ops.state;
-        let out = backward(&s.x, &s.weight, s.y.as_ref(), &dy, &s.options, needed);
+        let out = backward(&s.x, &s.weight, &s.after, &dy, &s.options, needed);
         for (parent, grad) in ops.parents.into_iter().zip(out) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<Flex>(node.id, grad);
@@ -511,6 +651,7 @@ impl<C: CheckpointStrategy> ConvOps for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
         relu: bool,
+        pool: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), weight.node(), bias.node()];
         let (x, weight, bias) = (
@@ -518,13 +659,22 @@ impl<C: CheckpointStrategy> ConvOps for Autodiff<Flex, C> {
             weight.into_primitive(),
             bias.into_primitive(),
         );
-        let y = forward(&x, &weight, &bias, &options, relu);
+        let (y, codes) = forward(&x, &weight, &bias, &options, relu, pool);
         match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
+                let after = match (relu, pool) {
+                    (_, Some(window)) => After::ReluPool {
+                        pooled: y.clone(),
+                        codes: std::sync::Arc::new(codes),
+                        window,
+                    },
+                    (true, None) => After::Relu(y.clone()),
+                    (false, None) => After::Nothing,
+                };
                 let state = State {
                     x,
                     weight,
-                    y: relu.then(|| y.clone()),
+                    after,
                     options,
                 };
                 prep.finish(state, y)

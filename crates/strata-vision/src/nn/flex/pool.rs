@@ -51,9 +51,43 @@ fn max_row<const KW: usize>(rows: &[f32], w: usize, kh: usize, out: &mut [f32], 
     }
 }
 
-/// The window widths the kernel is compiled for ([`crate::nn::max_pool`] leaves others to Burn).
-pub fn supported(window: [usize; 2]) -> bool {
-    (1..=4).contains(&window[1]) && (1..=16).contains(&window[0])
+/// The maxima of the windows of one channel `plane` (`w` wide) into `out`, and each one's tap
+/// into `codes` (see [`max_row`]).
+pub(super) fn max_plane(
+    plane: &[f32],
+    w: usize,
+    window: [usize; 2],
+    out: &mut [f32],
+    codes: &mut [u8],
+) {
+    struct Windows<'a>(&'a [f32], usize, [usize; 2], &'a mut [f32], &'a mut [u8]);
+    impl Vectorized for Windows<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self) {
+            match self.2[1] {
+                1 => self.rows::<1>(),
+                2 => self.rows::<2>(),
+                3 => self.rows::<3>(),
+                _ => self.rows::<4>(),
+            }
+        }
+    }
+    impl Windows<'_> {
+        #[inline(always)]
+        fn rows<const KW: usize>(self) {
+            let Self(x, w, [kh, _], out, codes) = self;
+            let ow = w / KW;
+            for (oy, (out, codes)) in out
+                .chunks_exact_mut(ow.max(1))
+                .zip(codes.chunks_exact_mut(ow.max(1)))
+                .enumerate()
+            {
+                max_row::<KW>(&x[oy * kh * w..][..kh * w], w, kh, out, codes);
+            }
+        }
+    }
+    vectorized(Windows(plane, w, window, out, codes));
 }
 
 fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
