@@ -60,34 +60,14 @@ pub(super) fn max_plane(
     out: &mut [f32],
     codes: &mut [u8],
 ) {
-    struct Windows<'a>(&'a [f32], usize, [usize; 2], &'a mut [f32], &'a mut [u8]);
-    impl Vectorized for Windows<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run(self) {
-            match self.2[1] {
-                1 => self.rows::<1>(),
-                2 => self.rows::<2>(),
-                3 => self.rows::<3>(),
-                _ => self.rows::<4>(),
-            }
-        }
-    }
-    impl Windows<'_> {
-        #[inline(always)]
-        fn rows<const KW: usize>(self) {
-            let Self(x, w, [kh, _], out, codes) = self;
-            let ow = w / KW;
-            for (oy, (out, codes)) in out
-                .chunks_exact_mut(ow.max(1))
-                .zip(codes.chunks_exact_mut(ow.max(1)))
-                .enumerate()
-            {
-                max_row::<KW>(&x[oy * kh * w..][..kh * w], w, kh, out, codes);
-            }
-        }
-    }
-    vectorized(Windows(plane, w, window, out, codes));
+    vectorized(Plane {
+        x: plane,
+        w,
+        window,
+        dy: None,
+        out,
+        codes: Some(codes),
+    });
 }
 
 fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
@@ -104,6 +84,7 @@ fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
                 window,
                 dy: None,
                 out,
+                codes: None,
             })
         });
     tensor(out, [b, c, oh, ow])
@@ -124,20 +105,22 @@ fn backward(x: &FlexTensor, dy: &FlexTensor, window: [usize; 2]) -> FlexTensor {
                 window,
                 dy: Some(dy),
                 out,
+                codes: None,
             })
         });
     tensor(dx, [b, c, h, w])
 }
 
-/// One channel `x` (`w` wide): without `dy`, the window maxima into `out`; with the output's
-/// gradient `dy`, each gradient to its window's maximum in `out` (the input's gradient; every
-/// number under a window written once).
+/// One channel `x` (`w` wide): without `dy`, the window maxima into `out` (and their taps into
+/// `codes` when given); with the output's gradient `dy`, each gradient to its window's maximum
+/// in `out` (the input's gradient; every number under a window written once).
 struct Plane<'a> {
     x: &'a [f32],
     w: usize,
     window: [usize; 2],
     dy: Option<&'a [f32]>,
     out: &'a mut [f32],
+    codes: Option<&'a mut [u8]>,
 }
 
 impl Vectorized for Plane<'_> {
@@ -163,6 +146,7 @@ impl Plane<'_> {
             window: [kh, _],
             dy,
             out,
+            mut codes,
         } = self;
         let ow = w / KW;
         let oh = x.len() / w.max(1) / kh.max(1);
@@ -170,7 +154,11 @@ impl Plane<'_> {
         for oy in 0..oh {
             let rows = &x[oy * kh * w..][..kh * w];
             let Some(dy) = dy else {
-                max_row::<KW>(rows, w, kh, &mut out[oy * ow..][..ow], &mut arg);
+                let arg = match codes.as_deref_mut() {
+                    Some(codes) => &mut codes[oy * ow..][..ow],
+                    None => &mut arg[..],
+                };
+                max_row::<KW>(rows, w, kh, &mut out[oy * ow..][..ow], arg);
                 continue;
             };
             max_row::<KW>(rows, w, kh, &mut m, &mut arg);
