@@ -63,6 +63,13 @@ fn cases() -> Vec<Case> {
         groups: 2,
         ..case(4, 6, 3, 1, 1, 1)
     };
+    // Fewer output positions than kernel rows: the weight gradient as one product over the
+    // batch, per group.
+    let small_output_grouped = Case {
+        groups: 2,
+        size: [5, 5],
+        ..case(8, 6, 3, 1, 0, 1)
+    };
     let depthwise = Case {
         groups: 5,
         ..case(5, 10, 3, 2, 1, 1)

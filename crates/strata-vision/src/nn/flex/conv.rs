@@ -215,8 +215,13 @@ fn backward(
     } else {
         (0..g.batch).map(|_| &mut [][..]).collect()
     };
+    // Where an image's weight-gradient product would be larger than its inputs (the deep
+    // layers of a ResNet: 7×7 outputs against 4,608 kernel rows), one product over the whole
+    // batch instead, after the loop.
+    let whole_batch_dw = need_dw && g.spatial() < g.k() && matches!(after, After::Nothing);
+    let per_image_dw = need_dw && !whole_batch_dw;
     let (dw_len, db_len) = (
-        if need_dw { g.c_out * g.k() } else { 0 },
+        if per_image_dw { g.c_out * g.k() } else { 0 },
         if need_db { g.c_out } else { 0 },
     );
     let zeros = || (vec![0f32; dw_len], vec![0f32; db_len]);
@@ -261,7 +266,7 @@ fn backward(
                     sums: &mut db,
                 });
             }
-            if need_dw {
+            if per_image_dw {
                 with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
                     for group in 0..g.groups {
                         let dy_g = dy_b.narrow(0, group * rows, rows);
@@ -293,12 +298,102 @@ fn backward(
             }
             (dw, db)
         });
+    let dw = if whole_batch_dw {
+        weight_grad_whole_batch(xs, &dy, &g)
+    } else {
+        dw
+    };
     let [kh, kw] = g.kernel;
     [
         need_dx.then(|| tensor(dx, [g.batch, g.c_in, g.h, g.w])),
         need_dw.then(|| tensor(dw, [g.c_out, g.c_in / g.groups, kh, kw])),
         need_db.then(|| tensor(db, [g.c_out])),
     ]
+}
+
+/// The weight gradient as one product per group over the whole batch:
+/// `dW = dY[out, batch · oh · ow] · cols[batch · oh · ow, in · kh · kw]`, with the im2col
+/// matrices of all images side by side (`[in · kh · kw, batch, oh · ow]`) and `dy` (`[batch, out,
+/// oh · ow]`) made `[out, batch, oh · ow]`.
+fn weight_grad_whole_batch(xs: &[f32], dy: &FlexTensor, g: &Geometry) -> Vec<f32> {
+    let (sp, x_len) = (g.spatial(), g.c_in * g.h * g.w);
+    let rows = g.c_in * g.kernel[0] * g.kernel[1];
+    let mut cols = vec![0f32; rows * g.batch * sp];
+    cols.par_chunks_mut((g.batch * sp).max(1))
+        .enumerate()
+        .for_each(|(r, row)| {
+            for (b, dst) in row.chunks_exact_mut(sp.max(1)).enumerate() {
+                vectorized(Im2colRow {
+                    x: &xs[b * x_len..][..x_len],
+                    g,
+                    row: r,
+                    dst,
+                });
+            }
+        });
+    let cols = tensor(cols, [rows, g.batch * sp]);
+    let dy = contiguous(
+        &dy.reshape([g.batch, g.c_out, sp].into())
+            .permute(&[1, 0, 2])
+            .to_contiguous(),
+    )
+    .reshape([g.c_out, g.batch * sp].into());
+    let per_group = g.c_out / g.groups;
+    let mut dw = Vec::with_capacity(g.c_out * g.k());
+    for group in 0..g.groups {
+        let dy_g = dy.narrow(0, group * per_group, per_group);
+        let cols_g = cols.narrow(0, group * g.k(), g.k()).transpose(0, 1);
+        dw.extend_from_slice(values(&contiguous(&Flex::float_matmul(dy_g, cols_g))));
+    }
+    dw
+}
+
+/// Row `row` (kernel tap `(c, i, j)`) of one image's im2col matrix into `dst` (`oh · ow`).
+struct Im2colRow<'a> {
+    x: &'a [f32],
+    g: &'a Geometry,
+    row: usize,
+    dst: &'a mut [f32],
+}
+
+impl Vectorized for Im2colRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { x, g, row, dst } = self;
+        let [kh, kw] = g.kernel;
+        let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+        im2col_row(&x[c * g.h * g.w..][..g.h * g.w], g, i, j, dst);
+    }
+}
+
+/// Kernel tap `(i, j)` of one channel `plane` (`h × w`) for every output position, into `dst`
+/// (`oh · ow`; zero in the padding).
+#[inline(always)]
+fn im2col_row(plane: &[f32], g: &Geometry, i: usize, j: usize, dst: &mut [f32]) {
+    let ow = g.ow;
+    let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+    let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
+    for (oy, dst) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+        let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
+        if iy < 0 || iy >= g.h as isize || lo >= hi {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &plane[iy as usize * g.w..][..g.w];
+        let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        if g.stride[1] == 1 {
+            copy(&mut dst[lo..hi], &src[start..start + (hi - lo)]);
+        } else {
+            let src = src[start..].iter().step_by(g.stride[1]);
+            for (d, s) in dst[lo..hi].iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+    }
 }
 
 /// For output column `o` of a row with kernel offset `offset` (= `k · dilation − pad`), the
@@ -334,34 +429,12 @@ impl Vectorized for Im2col<'_> {
     fn run(self) {
         let Self { x, g, cols } = self;
         let [kh, kw] = g.kernel;
-        let ow = g.ow;
         let mut rows = cols.chunks_exact_mut(g.spatial().max(1));
         for plane in x.chunks_exact((g.h * g.w).max(1)) {
             for i in 0..kh {
                 for j in 0..kw {
                     let Some(row) = rows.next() else { return };
-                    let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-                    let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
-                    for (oy, dst) in row.chunks_exact_mut(ow.max(1)).enumerate() {
-                        let iy =
-                            (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
-                        if iy < 0 || iy >= g.h as isize || lo >= hi {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * g.w..][..g.w];
-                        let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                        if g.stride[1] == 1 {
-                            copy(&mut dst[lo..hi], &src[start..start + (hi - lo)]);
-                        } else {
-                            let src = src[start..].iter().step_by(g.stride[1]);
-                            for (d, s) in dst[lo..hi].iter_mut().zip(src) {
-                                *d = *s;
-                            }
-                        }
-                    }
+                    im2col_row(plane, g, i, j, row);
                 }
             }
         }
