@@ -103,6 +103,7 @@ fn cases() -> Vec<Case> {
     };
     all.extend([
         grouped,
+        small_output_grouped,
         depthwise,
         even_same,
         rect,
