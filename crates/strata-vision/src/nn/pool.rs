@@ -26,6 +26,7 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// The window of `pool` when our kernel computes it over a `size` input: windows that do not
 /// overlap, no padding or dilation, floor mode, a width the kernel is compiled for, and at
 /// least one whole window.
+#[cfg(feature = "flex")]
 pub(crate) fn kernel_window(pool: &MaxPool2d, size: [usize; 2]) -> Option<[usize; 2]> {
     let plain = pool.kernel_size == pool.stride
         && pool.padding == burn::nn::PaddingConfig2d::Valid
