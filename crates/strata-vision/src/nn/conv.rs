@@ -83,15 +83,8 @@ impl Conv2d {
             if let Some(window) = super::pool::kernel_window(pool, [h, w])
                 && super::flex::available(&x)
             {
-                let [_, _, h, w] = x.dims();
-                return super::flex::conv::conv2d(
-                    x,
-                    self.weight.val(),
-                    self.bias.as_ref().map(Param::val),
-                    self.options(h, w),
-                    true,
-                    Some(window),
-                );
+                let (weight, bias, options) = self.operands(&x);
+                return super::flex::conv::conv2d(x, weight, bias, options, true, Some(window));
             }
         }
         super::max_pool(pool, self.forward_relu(x))
@@ -122,13 +115,17 @@ impl Conv2d {
     }
 
     fn run(&self, x: Tensor<4>, relu: bool) -> Tensor<4> {
+        let (weight, bias, options) = self.operands(&x);
+        conv2d(x, weight, bias, options, relu)
+    }
+
+    /// The weight, the bias and the options of [`conv2d`] for input `x`.
+    fn operands(&self, x: &Tensor<4>) -> (Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) {
         let [_, _, h, w] = x.dims();
-        conv2d(
-            x,
+        (
             self.weight.val(),
             self.bias.as_ref().map(Param::val),
             self.options(h, w),
-            relu,
         )
     }
 }

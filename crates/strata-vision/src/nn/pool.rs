@@ -2,9 +2,9 @@
 //! overlap (kernel = stride up to 16×4, no padding or dilation, floor mode: the 2×2 pooling of
 //! LeNet and the simple CNN).
 //!
-//! Burn's max pooling on flex records the index of every maximum and scatters the gradient
-//! back one number at a time; ours finds the maximum of each window again in the backward
-//! pass (the input is kept anyway) and writes every input gradient once.
+//! Burn's max pooling on flex records an integer index for every maximum; ours records which of
+//! the window's taps held it (one byte per output, all the backward pass keeps: not the input), and the
+//! backward pass writes each gradient at that tap.
 
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;

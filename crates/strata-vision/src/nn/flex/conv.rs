@@ -25,6 +25,7 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
+use super::pool::{Unpool, max_plane};
 use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
 use crate::nn::Geometry;
 
@@ -122,49 +123,32 @@ fn forward(
                     let block = group * rows * oh * ow..(group + 1) * rows * oh * ow;
                     let Some(window) = pool else {
                         vectorized(Epilogue {
-                            prod: values(&prod),
+                            src: Some(values(&prod)),
                             bias: b_g,
                             relu,
-                            y: &mut y[block],
+                            out: &mut y[block],
                         });
                         continue;
                     };
                     // Bias and ReLU in place, then each channel's windows.
-                    let planes = prod.storage_mut::<f32>();
-                    vectorized(BiasRelu { planes, bias: b_g });
+                    vectorized(Epilogue {
+                        src: None,
+                        bias: b_g,
+                        relu,
+                        out: prod.storage_mut::<f32>(),
+                    });
                     let planes = values(&prod).chunks_exact(g.spatial().max(1));
                     let outs = y[block.clone()].chunks_exact_mut((oh * ow).max(1));
                     for ((plane, out), codes) in planes
                         .zip(outs)
                         .zip(codes[block].chunks_exact_mut((oh * ow).max(1)))
                     {
-                        super::pool::max_plane(plane, g.ow, window, out, codes);
+                        max_plane(plane, g.ow, window, out, codes);
                     }
                 }
             })
         });
     (tensor(out, [g.batch, g.c_out, oh, ow]), codes)
-}
-
-/// `planes += bias` per row, then `max(·, 0)`, in place.
-struct BiasRelu<'a> {
-    planes: &'a mut [f32],
-    bias: &'a [f32],
-}
-
-impl Vectorized for BiasRelu<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        let len = self.planes.len() / self.bias.len().max(1);
-        for (row, &b) in self.planes.chunks_exact_mut(len.max(1)).zip(self.bias) {
-            for v in row {
-                let s = *v + b;
-                *v = if s < 0.0 { 0.0 } else { s };
-            }
-        }
-    }
 }
 
 /// Which of `[x, weight, bias]` need a gradient.
@@ -250,7 +234,7 @@ fn backward(
                     let mut unpooled = take(&MASKED, y_len);
                     vectorized(Unpool {
                         dy: d,
-                        pooled: &values(pooled)[b * dy_len..][..dy_len],
+                        gate: Some(&values(pooled)[b * dy_len..][..dy_len]),
                         codes: &codes[b * dy_len..][..dy_len],
                         window: *window,
                         size: [g.oh, g.ow],
@@ -332,18 +316,17 @@ fn weight_grad_whole_batch(xs: &[f32], dy: &FlexTensor, g: &Geometry) -> Vec<f32
             }
         });
     let cols = tensor(cols, [rows, g.batch * sp]);
-    let dy = contiguous(
-        &dy.reshape([g.batch, g.c_out, sp].into())
-            .permute(&[1, 0, 2])
-            .to_contiguous(),
-    )
-    .reshape([g.c_out, g.batch * sp].into());
+    let dy = dy
+        .reshape([g.batch, g.c_out, sp].into())
+        .permute(&[1, 0, 2])
+        .to_contiguous()
+        .reshape([g.c_out, g.batch * sp].into());
     let per_group = g.c_out / g.groups;
     let mut dw = Vec::with_capacity(g.c_out * g.k());
     for group in 0..g.groups {
         let dy_g = dy.narrow(0, group * per_group, per_group);
         let cols_g = cols.narrow(0, group * g.k(), g.k()).transpose(0, 1);
-        dw.extend_from_slice(values(&contiguous(&Flex::float_matmul(dy_g, cols_g))));
+        dw.extend_from_slice(values(&Flex::float_matmul(dy_g, cols_g)));
     }
     dw
 }
@@ -368,28 +351,47 @@ impl Vectorized for Im2colRow<'_> {
     }
 }
 
+/// Where kernel tap `(i, j)` reads: the output columns `lo..hi` that fall inside the input,
+/// the input column under output column `lo`, and for each output row its input row (`None`
+/// in the padding, or when no column falls inside).
+#[inline(always)]
+fn tap(
+    g: &Geometry,
+    i: usize,
+    j: usize,
+) -> (
+    std::ops::Range<usize>,
+    usize,
+    impl Iterator<Item = Option<usize>> + '_,
+) {
+    let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+    let (lo, hi) = valid_range(g.ow, g.w, g.stride[1], off_x);
+    let start = (lo as isize * g.stride[1] as isize + off_x).max(0) as usize;
+    let rows = (0..g.oh).map(move |oy| {
+        let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
+        (iy >= 0 && iy < g.h as isize && lo < hi).then_some(iy as usize)
+    });
+    (lo..hi, start, rows)
+}
+
 /// Kernel tap `(i, j)` of one channel `plane` (`h × w`) for every output position, into `dst`
 /// (`oh · ow`; zero in the padding).
 #[inline(always)]
 fn im2col_row(plane: &[f32], g: &Geometry, i: usize, j: usize, dst: &mut [f32]) {
-    let ow = g.ow;
-    let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-    let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
-    for (oy, dst) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
-        let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
-        if iy < 0 || iy >= g.h as isize || lo >= hi {
+    let (cols, start, rows) = tap(g, i, j);
+    for (dst, iy) in dst.chunks_exact_mut(g.ow.max(1)).zip(rows) {
+        let Some(iy) = iy else {
             dst.fill(0.0);
             continue;
-        }
-        let src = &plane[iy as usize * g.w..][..g.w];
-        let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
-        dst[..lo].fill(0.0);
-        dst[hi..].fill(0.0);
+        };
+        let src = &plane[iy * g.w..][..g.w];
+        dst[..cols.start].fill(0.0);
+        dst[cols.end..].fill(0.0);
         if g.stride[1] == 1 {
-            copy(&mut dst[lo..hi], &src[start..start + (hi - lo)]);
+            copy(&mut dst[cols.clone()], &src[start..start + cols.len()]);
         } else {
             let src = src[start..].iter().step_by(g.stride[1]);
-            for (d, s) in dst[lo..hi].iter_mut().zip(src) {
+            for (d, s) in dst[cols.clone()].iter_mut().zip(src) {
                 *d = *s;
             }
         }
@@ -496,12 +498,12 @@ fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R 
     result
 }
 
-/// `y = prod + bias` per row (then `max(·, 0)` with `relu`).
+/// `out = src + bias` per row (`out += bias` without `src`), then `max(·, 0)` with `relu`.
 struct Epilogue<'a> {
-    prod: &'a [f32],
+    src: Option<&'a [f32]>,
     bias: &'a [f32],
     relu: bool,
-    y: &'a mut [f32],
+    out: &'a mut [f32],
 }
 
 impl Vectorized for Epilogue<'_> {
@@ -509,61 +511,19 @@ impl Vectorized for Epilogue<'_> {
 
     #[inline(always)]
     fn run(self) {
-        let len = self.prod.len() / self.bias.len().max(1);
-        let rows = self
-            .y
-            .chunks_exact_mut(len.max(1))
-            .zip(self.prod.chunks_exact(len.max(1)))
-            .zip(self.bias);
-        for ((dst, src), &b) in rows {
-            if self.relu {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    let v = s + b;
-                    *d = if v < 0.0 { 0.0 } else { v };
+        let len = (self.out.len() / self.bias.len().max(1)).max(1);
+        let act = |v: f32| if self.relu && v < 0.0 { 0.0 } else { v };
+        for (r, (dst, &b)) in self.out.chunks_exact_mut(len).zip(self.bias).enumerate() {
+            match self.src {
+                Some(src) => {
+                    for (d, &s) in dst.iter_mut().zip(&src[r * len..][..len]) {
+                        *d = act(s + b);
+                    }
                 }
-            } else {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = s + b;
-                }
-            }
-        }
-    }
-}
-
-/// The output gradient of one image before the pooling and the ReLU: each pooled gradient
-/// `dy` at its window's maximum (tap `codes`), where the pooled output `pooled` is positive
-/// (else the ReLU stopped it); zero elsewhere. `size` is the output's `[h, w]` before pooling.
-struct Unpool<'a> {
-    dy: &'a [f32],
-    pooled: &'a [f32],
-    codes: &'a [u8],
-    window: [usize; 2],
-    size: [usize; 2],
-    out: &'a mut [f32],
-}
-
-impl Vectorized for Unpool<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        let [kh, kw] = self.window;
-        let [h, w] = self.size;
-        let (ph, pw) = (h / kh, w / kw);
-        self.out.fill(0.0);
-        let planes = self.out.chunks_exact_mut((h * w).max(1));
-        let per_plane = (ph * pw).max(1);
-        let inputs = self
-            .dy
-            .chunks_exact(per_plane)
-            .zip(self.pooled.chunks_exact(per_plane))
-            .zip(self.codes.chunks_exact(per_plane));
-        for (plane, ((dy, pooled), codes)) in planes.zip(inputs) {
-            for (o, ((&d, &p), &c)) in dy.iter().zip(pooled).zip(codes).enumerate() {
-                if p > 0.0 {
-                    let (py, px) = (o / pw, o % pw);
-                    let (i, j) = (usize::from(c) / kw, usize::from(c) % kw);
-                    plane[(py * kh + i) * w + px * kw + j] = d;
+                None => {
+                    for d in dst {
+                        *d = act(*d + b);
+                    }
                 }
             }
         }
@@ -621,7 +581,7 @@ fn sum(v: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// The adjoint of [`im2col`] for the rows of one group: adds `dcols` (`[in / groups · kh · kw,
+/// The adjoint of [`Im2col`] for the rows of one group: adds `dcols` (`[in / groups · kh · kw,
 /// oh · ow]`) into `dx` (`[in, h, w]`) at channels `first_channel..`.
 fn col2im(dcols: &[f32], g: &Geometry, first_channel: usize, dx: &mut [f32]) {
     vectorized(Col2im {
@@ -650,38 +610,27 @@ impl Vectorized for Col2im<'_> {
             first_channel,
             dx,
         } = self;
-        col2im_rows(dcols, g, first_channel, dx);
-    }
-}
-
-#[inline(always)]
-fn col2im_rows(dcols: &[f32], g: &Geometry, first_channel: usize, dx: &mut [f32]) {
-    let [kh, kw] = g.kernel;
-    let (sp, ow, plane_len) = (g.spatial(), g.ow, g.h * g.w);
-    for (r, row) in dcols.chunks_exact(sp).enumerate() {
-        let (c, i, j) = (first_channel + r / (kh * kw), r / kw % kh, r % kw);
-        let plane = &mut dx[c * plane_len..][..plane_len];
-        let off_x = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-        let (lo, hi) = valid_range(ow, g.w, g.stride[1], off_x);
-        for oy in 0..g.oh {
-            let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
-            if iy < 0 || iy >= g.h as isize || lo >= hi {
-                continue;
-            }
-            let dst = &mut plane[iy as usize * g.w..][..g.w];
-            let src = &row[oy * ow..][..ow];
-            let start = (lo as isize * g.stride[1] as isize + off_x) as usize;
-            if g.stride[1] == 1 {
-                for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
-                    *d += s;
-                }
-            } else {
-                for (d, &s) in dst[start..]
-                    .iter_mut()
-                    .step_by(g.stride[1])
-                    .zip(&src[lo..hi])
-                {
-                    *d += s;
+        let [kh, kw] = g.kernel;
+        let plane_len = g.h * g.w;
+        for (r, row) in dcols.chunks_exact(g.spatial().max(1)).enumerate() {
+            let (c, i, j) = (first_channel + r / (kh * kw), r / kw % kh, r % kw);
+            let plane = &mut dx[c * plane_len..][..plane_len];
+            let (cols, start, rows) = tap(g, i, j);
+            for (src, iy) in row.chunks_exact(g.ow.max(1)).zip(rows) {
+                let Some(iy) = iy else { continue };
+                let dst = &mut plane[iy * g.w..][..g.w];
+                if g.stride[1] == 1 {
+                    for (d, &s) in dst[start..start + cols.len()]
+                        .iter_mut()
+                        .zip(&src[cols.clone()])
+                    {
+                        *d += s;
+                    }
+                } else {
+                    let dst = dst[start..].iter_mut().step_by(g.stride[1]);
+                    for (d, &s) in dst.zip(&src[cols.clone()]) {
+                        *d += s;
+                    }
                 }
             }
         }

@@ -22,7 +22,7 @@ pub trait PoolOps: Backend {
 
 impl PoolOps for Flex {
     fn max_pool_blocks(x: FloatTensor<Self>, window: [usize; 2]) -> FloatTensor<Self> {
-        forward(&x, window)
+        forward(&x, window).0
     }
 }
 
@@ -51,8 +51,8 @@ fn max_row<const KW: usize>(rows: &[f32], w: usize, kh: usize, out: &mut [f32], 
     }
 }
 
-/// The maxima of the windows of one channel `plane` (`w` wide) into `out`, and each one's tap
-/// into `codes` (see [`max_row`]).
+/// The maxima of the windows of one channel `plane` (`w` wide) into `out`, and the tap each
+/// one came from into `codes` (see [`max_row`]).
 pub(super) fn max_plane(
     plane: &[f32],
     w: usize,
@@ -60,70 +60,24 @@ pub(super) fn max_plane(
     out: &mut [f32],
     codes: &mut [u8],
 ) {
-    vectorized(Plane {
+    vectorized(MaxPlane {
         x: plane,
         w,
         window,
-        dy: None,
         out,
-        codes: Some(codes),
+        codes,
     });
 }
 
-fn forward(x: &FlexTensor, window: [usize; 2]) -> FlexTensor {
-    let [b, c, h, w] = dims4(x);
-    let (oh, ow) = (h / window[0], w / window[1]);
-    let x = contiguous(x);
-    let mut out = vec![0f32; b * c * oh * ow];
-    out.par_chunks_mut((oh * ow).max(1))
-        .zip(values(&x).par_chunks((h * w).max(1)))
-        .for_each(|(out, x)| {
-            vectorized(Plane {
-                x,
-                w,
-                window,
-                dy: None,
-                out,
-                codes: None,
-            })
-        });
-    tensor(out, [b, c, oh, ow])
-}
-
-fn backward(x: &FlexTensor, dy: &FlexTensor, window: [usize; 2]) -> FlexTensor {
-    let [b, c, h, w] = dims4(x);
-    let (oh, ow) = (h / window[0], w / window[1]);
-    let (x, dy) = (contiguous(x), contiguous(dy));
-    let mut dx = vec![0f32; b * c * h * w];
-    dx.par_chunks_mut((h * w).max(1))
-        .zip(values(&x).par_chunks((h * w).max(1)))
-        .zip(values(&dy).par_chunks((oh * ow).max(1)))
-        .for_each(|((out, x), dy)| {
-            vectorized(Plane {
-                x,
-                w,
-                window,
-                dy: Some(dy),
-                out,
-                codes: None,
-            })
-        });
-    tensor(dx, [b, c, h, w])
-}
-
-/// One channel `x` (`w` wide): without `dy`, the window maxima into `out` (and their taps into
-/// `codes` when given); with the output's gradient `dy`, each gradient to its window's maximum
-/// in `out` (the input's gradient; every number under a window written once).
-struct Plane<'a> {
+struct MaxPlane<'a> {
     x: &'a [f32],
     w: usize,
     window: [usize; 2],
-    dy: Option<&'a [f32]>,
     out: &'a mut [f32],
-    codes: Option<&'a mut [u8]>,
+    codes: &'a mut [u8],
 }
 
-impl Vectorized for Plane<'_> {
+impl Vectorized for MaxPlane<'_> {
     type Output = ();
 
     #[inline(always)]
@@ -137,55 +91,109 @@ impl Vectorized for Plane<'_> {
     }
 }
 
-impl Plane<'_> {
+impl MaxPlane<'_> {
     #[inline(always)]
     fn rows<const KW: usize>(self) {
         let Self {
             x,
             w,
             window: [kh, _],
-            dy,
             out,
-            mut codes,
+            codes,
         } = self;
-        let ow = w / KW;
-        let oh = x.len() / w.max(1) / kh.max(1);
-        let (mut m, mut arg) = (vec![0f32; ow], vec![0u8; ow]);
-        for oy in 0..oh {
-            let rows = &x[oy * kh * w..][..kh * w];
-            let Some(dy) = dy else {
-                let arg = match codes.as_deref_mut() {
-                    Some(codes) => &mut codes[oy * ow..][..ow],
-                    None => &mut arg[..],
-                };
-                max_row::<KW>(rows, w, kh, &mut out[oy * ow..][..ow], arg);
-                continue;
-            };
-            max_row::<KW>(rows, w, kh, &mut m, &mut arg);
-            let dy = &dy[oy * ow..][..ow];
-            for i in 0..kh {
-                let row = &mut out[(oy * kh + i) * w..][..ow * KW];
-                for ((win, &g), &a) in row.chunks_exact_mut(KW).zip(dy).zip(&arg) {
-                    for (j, d) in win.iter_mut().enumerate() {
-                        *d = if usize::from(a) == i * KW + j { g } else { 0.0 };
-                    }
+        let ow = (w / KW).max(1);
+        let rows = out.chunks_exact_mut(ow).zip(codes.chunks_exact_mut(ow));
+        for (oy, (out, codes)) in rows.enumerate() {
+            max_row::<KW>(&x[oy * kh * w..][..kh * w], w, kh, out, codes);
+        }
+    }
+}
+
+/// The gradient before a pooling, for the channels of one image: each gradient of `dy` at its
+/// window's maximum (tap `codes`), zero elsewhere. With `gate` (the pooled output of a ReLU),
+/// only where the gate is positive: elsewhere the ReLU stopped it. `size` is `[h, w]` before
+/// the pooling.
+pub(super) struct Unpool<'a> {
+    pub dy: &'a [f32],
+    pub gate: Option<&'a [f32]>,
+    pub codes: &'a [u8],
+    pub window: [usize; 2],
+    pub size: [usize; 2],
+    pub out: &'a mut [f32],
+}
+
+impl Vectorized for Unpool<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let [kh, kw] = self.window;
+        let [h, w] = self.size;
+        let pw = w / kw;
+        let per_plane = ((h / kh) * pw).max(1);
+        self.out.fill(0.0);
+        for (p, plane) in self.out.chunks_exact_mut((h * w).max(1)).enumerate() {
+            let outputs = p * per_plane..(p + 1) * per_plane;
+            let (dy, codes) = (&self.dy[outputs.clone()], &self.codes[outputs.clone()]);
+            let gate = self.gate.map(|g| &g[outputs]);
+            for (o, (&d, &c)) in dy.iter().zip(codes).enumerate() {
+                if gate.is_none_or(|g| g[o] > 0.0) {
+                    let (py, px) = (o / pw, o % pw);
+                    let (i, j) = (usize::from(c) / kw, usize::from(c) % kw);
+                    plane[(py * kh + i) * w + px * kw + j] = d;
                 }
             }
         }
     }
 }
 
+/// The pooled output and the tap of each maximum.
+fn forward(x: &FlexTensor, window: [usize; 2]) -> (FlexTensor, Vec<u8>) {
+    let [b, c, h, w] = dims4(x);
+    let (oh, ow) = (h / window[0], w / window[1]);
+    let x = contiguous(x);
+    let mut out = vec![0f32; b * c * oh * ow];
+    let mut codes = vec![0u8; out.len()];
+    out.par_chunks_mut((oh * ow).max(1))
+        .zip(codes.par_chunks_mut((oh * ow).max(1)))
+        .zip(values(&x).par_chunks((h * w).max(1)))
+        .for_each(|((out, codes), x)| max_plane(x, w, window, out, codes));
+    (tensor(out, [b, c, oh, ow]), codes)
+}
+
+/// What the backward pass keeps: each maximum's tap, the window, the input's shape.
+type State = (std::sync::Arc<Vec<u8>>, [usize; 2], [usize; 4]);
+
+fn backward(dy: &FlexTensor, (codes, window, [b, c, h, w]): &State) -> FlexTensor {
+    let per_image = (c * (h / window[0]) * (w / window[1])).max(1);
+    let dy = contiguous(dy);
+    let mut dx = vec![0f32; b * c * h * w];
+    dx.par_chunks_mut((c * h * w).max(1))
+        .zip(values(&dy).par_chunks(per_image))
+        .zip(codes.par_chunks(per_image))
+        .for_each(|((out, dy), codes)| {
+            vectorized(Unpool {
+                dy,
+                gate: None,
+                codes,
+                window: *window,
+                size: [*h, *w],
+                out,
+            })
+        });
+    tensor(dx, [*b, *c, *h, *w])
+}
+
 #[derive(Debug)]
 struct PoolBackward;
 
 impl Backward<Flex, 1> for PoolBackward {
-    type State = (FlexTensor, [usize; 2]);
+    type State = State;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, window) = ops.state;
         if let [Some(node)] = ops.parents {
-            grads.register::<Flex>(node.id, backward(&x, &dy, window));
+            grads.register::<Flex>(node.id, backward(&dy, &ops.state));
         }
     }
 }
@@ -194,9 +202,11 @@ impl<C: CheckpointStrategy> PoolOps for Autodiff<Flex, C> {
     fn max_pool_blocks(x: FloatTensor<Self>, window: [usize; 2]) -> FloatTensor<Self> {
         let nodes = [x.node()];
         let x = x.into_primitive();
-        let y = forward(&x, window);
+        let (y, codes) = forward(&x, window);
         match PoolBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x, window), y),
+            OpsKind::Tracked(prep) => {
+                prep.finish((std::sync::Arc::new(codes), window, dims4(&x)), y)
+            }
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
