@@ -93,11 +93,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--model", default="simple-cnn", choices=["simple-cnn", "lenet5"])
+    p.add_argument("--tf32", action="store_true",
+                   help="TF32 tensor cores in matrix products too (PyTorch's default: only in cuDNN convolutions)")
     # Options meant for `strata bench` only (--backend, --device-index, ...) are ignored.
     args, _ = p.parse_known_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     d = find_mnist(args.data_dir)
     images = read_idx(os.path.join(d, "train-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"))
@@ -135,6 +138,7 @@ def main(argv=None):
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "tf32_matmul": args.tf32,
     }))
 
 

@@ -1,29 +1,29 @@
 #!/usr/bin/env bash
 # The GPU check, run on a machine with an NVIDIA GPU, in the root of a Strata checkout, from
-# the folder `cargo xtask gpu-check` made (bin/*.xz + this script). No Rust toolchain is needed:
-# it needs the NVIDIA driver, and a Python with torch (CUDA) and torchvision for the baselines
-# and for NVRTC.
+# the folder `cargo xtask gpu-check` made (bin.tar.xz, data/, this script). No Rust toolchain is
+# needed: it needs the NVIDIA driver, and a Python with torch (CUDA), torchvision and
+# transformers for the baselines and for NVRTC.
 #
 #     bash gpu-check/run.sh [RESULTS_DIR]       (default: $OUT, else gpu-check/results)
 #
-# Every step writes RESULTS_DIR/STEP.out, .err and .rc; at the end all figures, and the
-# errors of failed steps, are gathered into RESULTS_DIR/gpu.json (and the step files removed).
+# Steps run most important first, each under its own timeout; once BUDGET seconds (default
+# 480) have passed, the remaining steps are skipped (none runs more than 30 s past it). Every step writes RESULTS_DIR/STEP.out,
+# .err and .rc; at the end all figures, and the errors of failed steps, are gathered into
+# RESULTS_DIR/gpu.json (and the step files removed).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 RESULTS=${1:-${OUT:-$HERE/results}}
 mkdir -p "$RESULTS"
 PY=${PYTHON:-python3}
-STEP_TIMEOUT=${STEP_TIMEOUT:-150}
+BUDGET=${BUDGET:-480}
 STEPS=${BENCH_STEPS:-200}
 export STRATA_DATA_DIR="$ROOT/datasets"
 cd "$ROOT"
+START=$(date +%s)
 
 BIN=$(mktemp -d)
-for f in "$HERE"/bin/*.xz; do
-    name=$(basename "$f" .xz)
-    xz -dc "$f" > "$BIN/$name" && chmod +x "$BIN/$name"
-done
+tar -xJf "$HERE/bin.tar.xz" -C "$BIN"
 
 # torch's lib/ (LibTorch for the tch binary) and the NVIDIA wheels' libraries (NVRTC for cuda).
 TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
@@ -45,48 +45,70 @@ export LD_LIBRARY_PATH="${NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     ls "$BIN"
 } > "$RESULTS/machine.txt" 2>&1
 
-# step NAME COMMAND...: runs with a timeout, keeps stdout, stderr and the exit code.
+# step NAME TIMEOUT COMMAND...: runs with a timeout, keeps stdout, stderr and the exit code;
+# skipped once the budget is spent.
 step() {
-    local name=$1
-    shift
+    local name=$1 limit=$2
+    shift 2
+    local elapsed=$(( $(date +%s) - START ))
+    if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ $ONLY ]]; then
+        return
+    fi
+    if [ "$elapsed" -ge "$BUDGET" ]; then
+        echo "== $name: skipped ($elapsed s of $BUDGET spent)" >&2
+        echo "skipped after $elapsed s" > "$RESULTS/$name.err"
+        : > "$RESULTS/$name.out"
+        echo "-1 0" > "$RESULTS/$name.rc"
+        return
+    fi
+    # No step runs more than 30 s past the budget.
+    [ "$limit" -gt $(( BUDGET - elapsed + 30 )) ] && limit=$(( BUDGET - elapsed + 30 ))
     echo "== $name: $*" >&2
     local t0
     t0=$(date +%s%N)
-    timeout "$STEP_TIMEOUT" "$@" > "$RESULTS/$name.out" 2> "$RESULTS/$name.err"
+    timeout "$limit" "$@" > "$RESULTS/$name.out" 2> "$RESULTS/$name.err"
     local rc=$?
     echo "$rc $(( ($(date +%s%N) - t0) / 1000000 ))" > "$RESULTS/$name.rc"
     tail -n 2 "$RESULTS/$name.err" >&2
     tail -n 1 "$RESULTS/$name.out" >&2
 }
 
+CUDA="$BIN/strata-cuda"
+FUSION="$BIN/strata-cuda-fusion"
+TCH="$BIN/strata-tch"
+REF=benches/reference
 BENCH="--format json --steps $STEPS --warmup 20"
 RESNET="--format json --steps 30 --warmup 5"
-if [ -x "$BIN/strata-cuda" ]; then
-    step cuda-selftest "$BIN/strata-cuda" selftest --backend cuda --format json
-    step cuda-cnn-train-b64 "$BIN/strata-cuda" bench cnn-train --backend cuda $BENCH --batch-size 64
-    step cuda-cnn-train-b256 "$BIN/strata-cuda" bench cnn-train --backend cuda $BENCH --batch-size 256
-    step cuda-resnet18-infer-b8 "$BIN/strata-cuda" bench resnet18-infer --backend cuda $RESNET --batch-size 8
-    step cuda-resnet18-train-b8 "$BIN/strata-cuda" bench resnet18-train --backend cuda $RESNET --batch-size 8
-    step cuda-resnet18-train-b64 "$BIN/strata-cuda" bench resnet18-train --backend cuda $RESNET --batch-size 64
-    # The same binary on the GPU machine's CPU cores.
-    step flex-cnn-train-b64 "$BIN/strata-cuda" bench cnn-train --backend flex --format json --steps 50 --warmup 10
-    step flex-resnet18-train-b8 "$BIN/strata-cuda" bench resnet18-train --backend flex --format json --steps 10 --warmup 3
+GPT="--format json --steps 3 --warmup 1"
+
+# Correctness first: every model on cuda against flex, with Burn's plain kernels and with
+# fusion + autotuning, and PyTorch's own CUDA-against-CPU gaps for comparison.
+[ -x "$CUDA" ] && step cuda-selftest 120 "$CUDA" selftest --backend cuda --format json
+if [ -x "$FUSION" ]; then
+    step fusion-selftest-cnn 90 "$FUSION" selftest --backend cuda --format json --only simple-cnn --only conv1 --only conv2
+    step fusion-selftest-sequence 90 "$FUSION" selftest --backend cuda --format json --only lstm --only gru --only gpt2
 fi
-REF=benches/reference
-step pytorch-cuda-cnn-train-b64 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64
-step pytorch-cuda-cnn-train-b256 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 256
-step pytorch-cuda-resnet18-infer-b8 "$PY" $REF/resnet18_infer.py --device cuda --steps 30 --warmup 5 --batch-size 8
-step pytorch-cuda-resnet18-train-b8 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 8
-step pytorch-cuda-resnet18-train-b64 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 64
-step pytorch-cpu-cnn-train-b64 "$PY" $REF/cnn_train.py --steps 50 --warmup 10
-step pytorch-cpu-resnet18-train-b8 "$PY" $REF/resnet18_train.py --steps 10 --warmup 3
-if [ -x "$BIN/strata-tch" ]; then
+step pytorch-tf32-gaps 60 "$PY" xtask/gpu/tf32_gaps.py
+if [ -x "$TCH" ]; then
     # Built against LibTorch 2.9; run against the torch found here.
-    export LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH"
-    step tch-selftest "$BIN/strata-tch" selftest --backend tch --device-index 0 --format json
-    step tch-cuda-cnn-train-b64 "$BIN/strata-tch" bench cnn-train --backend tch --device-index 0 $BENCH --batch-size 64
-    step tch-cuda-resnet18-train-b8 "$BIN/strata-tch" bench resnet18-train --backend tch --device-index 0 $RESNET --batch-size 8
+    LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-selftest 60 "$TCH" selftest --backend tch --device-index 0 --format json --only simple-cnn
 fi
+# Speed: the simple CNN, then a short training run for the accuracy, GPT-2 decoding, ResNet-18.
+[ -x "$FUSION" ] && step fusion-cnn-train-b64 150 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 64
+[ -x "$CUDA" ] && step cuda-cnn-train-b64 60 "$CUDA" bench cnn-train --backend cuda $BENCH --batch-size 64
+step pytorch-cuda-cnn-train-b64 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64
+step pytorch-cuda-cnn-train-b64-tf32 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64 --tf32
+[ -x "$FUSION" ] && step fusion-train-vision-1-epoch 120 "$FUSION" train-vision --backend cuda --epochs 1 --artifact-dir "$BIN/run" --format json
+[ -x "$FUSION" ] && step fusion-gpt2-decode 60 "$FUSION" bench gpt2-decode --backend cuda $GPT
+[ -x "$CUDA" ] && step cuda-gpt2-decode 60 "$CUDA" bench gpt2-decode --backend cuda $GPT
+step pytorch-cuda-gpt2-decode 60 "$PY" $REF/gpt2_decode.py --device cuda --steps 3 --warmup 1
+[ -x "$FUSION" ] && step fusion-resnet18-train-b64 90 "$FUSION" bench resnet18-train --backend cuda $RESNET --batch-size 64
+step pytorch-cuda-resnet18-train-b64 60 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 64
+[ -x "$FUSION" ] && step fusion-cnn-train-b256 60 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 256
+step pytorch-cuda-cnn-train-b256 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 256
+[ -x "$FUSION" ] && STRATA_DATA_DIR="$HERE/data" step fusion-lstm-train 60 "$FUSION" bench lstm-train --backend cuda --format json --steps 50 --warmup 5
+STRATA_DATA_DIR="$HERE/data" step pytorch-cuda-lstm-train 60 "$PY" $REF/lstm_train.py --device cuda --steps 50 --warmup 5
+[ -x "$FUSION" ] && step fusion-selftest-resnet18 90 "$FUSION" selftest --backend cuda --format json --only resnet18
 
 # Every step's last JSON line (or the end of its stderr), in one file.
 "$PY" - "$RESULTS" <<'PYEOF'

@@ -27,12 +27,13 @@ const DEFAULT_CUDA_VERSION: &str = "13000";
 /// Builds `strata` (crate strata-cli, `dev` profile) with `backend` compiled in and returns the
 /// binary's path.
 pub fn strata(backend: Backend) -> Result<PathBuf> {
-    strata_with(&[backend])
+    let fusion = env::var_os(FUSION_ENV).is_some_and(|v| v == "1");
+    strata_with(&[backend], fusion)
 }
 
 /// Builds `strata` with every backend of `backends` compiled in (the first names the build in
-/// messages) and returns the binary's path.
-pub fn strata_with(backends: &[Backend]) -> Result<PathBuf> {
+/// messages), with Burn's fusion and autotuning if `fusion`, and returns the binary's path.
+pub fn strata_with(backends: &[Backend], fusion: bool) -> Result<PathBuf> {
     let backend = backends[0];
     let mut cmd = cargo();
     cmd.args([
@@ -43,7 +44,7 @@ pub fn strata_with(backends: &[Backend]) -> Result<PathBuf> {
         "--no-default-features",
     ]);
     let mut features: Vec<String> = backends.iter().map(|b| format!("strata-cli/{b}")).collect();
-    if env::var_os(FUSION_ENV).is_some_and(|v| v == "1") {
+    if fusion {
         features.push("strata-cli/fusion".into());
     }
     cmd.args(["--features", &features.join(",")]);
@@ -55,7 +56,7 @@ pub fn strata_with(backends: &[Backend]) -> Result<PathBuf> {
     stamp.touch();
     if !built {
         let hint = match backend {
-            Backend::Cuda => {
+            Backend::Cuda | Backend::Cpu => {
                 "; `cargo xtask setup-cuda` installs the LLVM it is built with (from PyPI)"
             }
             Backend::Tch => "; check that `cargo xtask setup-libtorch` succeeded",
@@ -102,6 +103,10 @@ pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
         }
         // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build;
         // CubeCL is built with an LLVM from PyPI.
+        // CubeCL's CPU runtime is built with the same LLVM.
+        Backend::Cpu => {
+            cuda::ensure_llvm()?;
+        }
         Backend::Cuda => {
             cuda::ensure_llvm()?;
             if env::var_os(CUDA_VERSION_ENV).is_none() {

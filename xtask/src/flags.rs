@@ -123,6 +123,9 @@ pub enum Backend {
     Cuda,
     /// Vulkan / Metal / WebGPU GPUs through CubeCL.
     Wgpu,
+    /// Burn's CubeCL CPU backend (kernels compiled with LLVM at run time; needs `cargo xtask
+    /// setup-cuda`'s LLVM to build).
+    Cpu,
 }
 
 impl Backend {
@@ -268,7 +271,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unknown backend 'metal2': choose one of flex, ndarray, tch, cuda, wgpu"
+            "unknown backend 'metal2': choose one of flex, ndarray, tch, cuda, wgpu, cpu"
         );
         assert!(take_backend(&mut args(&["--backend"])).is_err());
     }

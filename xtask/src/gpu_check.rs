@@ -1,8 +1,10 @@
 //! `cargo xtask gpu-check`: what a machine with an NVIDIA GPU but no Rust toolchain needs to
-//! check Strata there: one stripped, xz-compressed `strata` per GPU backend (each with flex
-//! too, the reference of `strata selftest`) and `run.sh` (from `xtask/gpu/run.sh`), in one
-//! folder of the checkout (`gpu-check/`, ignored by git). Run there from the checkout's root:
-//! `bash gpu-check/run.sh`; the figures end up in one JSON file.
+//! check Strata there: one stripped, xz-compressed `strata` per GPU configuration (cuda with
+//! Burn's plain kernels, cuda with fusion and autotuning, tch; each with flex too, the reference
+//! of `strata selftest`), tiny Shakespeare for `lstm-train` when the data dir has it, and
+//! `run.sh` (from `xtask/gpu/run.sh`), in one folder of the checkout (`gpu-check/`, ignored by
+//! git). Run there from the checkout's root: `bash gpu-check/run.sh`; the figures end up in one
+//! JSON file.
 
 use std::fs;
 use std::path::Path;
@@ -24,17 +26,29 @@ impl GpuCheck {
     /// Builds the binaries, packs them and writes the script.
     pub fn run(self) -> Result<ExitCode> {
         let out = root().join(&self.out);
-        let bin = out.join("bin");
-        let _ = fs::remove_dir_all(&bin);
-        fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
-        let mut backends = vec![Backend::Cuda];
+        let stage = out.join("bin");
+        for old in [&stage, &out.join("data")] {
+            let _ = fs::remove_dir_all(old);
+        }
+        fs::create_dir_all(&stage).with_context(|| format!("cannot create {}", stage.display()))?;
+        let mut builds = vec![
+            ("cuda", Backend::Cuda, false),
+            ("cuda-fusion", Backend::Cuda, true),
+        ];
         if !self.no_tch {
-            backends.push(Backend::Tch);
+            builds.push(("tch", Backend::Tch, false));
         }
-        for backend in backends {
-            let built = build::strata_with(&[backend, Backend::Flex])?;
-            pack(&built, &bin.join(format!("strata-{backend}")))?;
+        let mut names = Vec::new();
+        for (name, backend, fusion) in builds {
+            let built = build::strata_with(&[backend, Backend::Flex], fusion)?;
+            let name = format!("strata-{name}");
+            strip(&built, &stage.join(&name))?;
+            names.push(name);
         }
+        let archive = out.join("bin.tar.xz");
+        pack(&stage, &names, &archive)?;
+        fs::remove_dir_all(&stage)?;
+        copy_corpus(&out.join("data"))?;
         let script = out.join("run.sh");
         fs::write(&script, RUN_SH)?;
         let size = folder_size(&out)?;
@@ -56,19 +70,61 @@ impl GpuCheck {
     }
 }
 
-/// Copies `binary` to `to`, strips it and compresses it to `to.xz`.
-fn pack(binary: &Path, to: &Path) -> Result<()> {
+/// Copies `binary` to `to` and strips it.
+fn strip(binary: &Path, to: &Path) -> Result<()> {
     fs::copy(binary, to).with_context(|| format!("cannot copy {}", binary.display()))?;
     let mut strip = Command::new("strip");
     strip.arg(to);
     if !status(strip)? {
         bail!("strip {} failed", to.display());
     }
+    Ok(())
+}
+
+/// Packs the files `names` of `dir` into the tar archive `to`, compressed with xz in one stream
+/// whose dictionary spans several binaries: the two cuda builds share most of their bytes (CubeCL,
+/// LLVM), so the second costs little.
+fn pack(dir: &Path, names: &[String], to: &Path) -> Result<()> {
+    let mut tar = Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(dir)
+        .args(names)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run tar")?;
+    let file = fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
     let mut xz = Command::new("xz");
-    xz.args(["-f", "-T0", "-6"]).arg(to);
-    if !status(xz)? {
-        bail!("xz {} failed", to.display());
+    xz.args(["-T1", "--lzma2=preset=6,dict=384MiB"])
+        .stdin(tar.stdout.take().context("tar has no output")?)
+        .stdout(file);
+    let compressed = status(xz)?;
+    if !tar.wait()?.success() || !compressed {
+        bail!("packing {} failed", to.display());
     }
+    Ok(())
+}
+
+/// Copies `tiny-shakespeare/input.txt` from the data dir (`STRATA_DATA_DIR`), if it is there,
+/// into `to`, for `bench lstm-train` on the GPU machine (the corpus is not committed).
+fn copy_corpus(to: &Path) -> Result<()> {
+    let Some(dir) = std::env::var_os("STRATA_DATA_DIR") else {
+        println!("STRATA_DATA_DIR is not set: lstm-train will be skipped on the GPU machine");
+        return Ok(());
+    };
+    let from = Path::new(&dir).join("tiny-shakespeare").join("input.txt");
+    if !from.is_file() {
+        println!(
+            "{} not found: lstm-train will be skipped on the GPU machine",
+            from.display()
+        );
+        return Ok(());
+    }
+    let dest = to.join("tiny-shakespeare");
+    fs::create_dir_all(&dest)?;
+    fs::copy(&from, dest.join("input.txt"))
+        .with_context(|| format!("cannot copy {}", from.display()))?;
     Ok(())
 }
 

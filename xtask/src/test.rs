@@ -1,12 +1,12 @@
 //! `cargo xtask test`: the workspace tests with a backend compiled in (after making the
-//! generated fixtures), then xtask's own.
+//! generated fixtures), the cross-backend self-test, then xtask's own tests.
 
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
 use anyhow::Result;
 
 use crate::build::{self, Stamp};
-use crate::flags::Test;
+use crate::flags::{Backend, Test};
 use crate::workspace::cargo;
 use crate::{fixtures, libtorch, status};
 
@@ -31,7 +31,7 @@ impl Test {
         let stamp = Stamp::announce("tests", backend);
         let passed = status(cmd)?;
         stamp.touch();
-        if !passed {
+        if !passed || !cross_backend()? {
             return Ok(ExitCode::FAILURE);
         }
         let mut own = cargo();
@@ -42,4 +42,21 @@ impl Test {
             ExitCode::FAILURE
         })
     }
+}
+
+/// The other CPU backends against flex: `strata selftest` (the CNN, its convolutions, ResNet-18,
+/// LSTM, GRU and GPT-2: a forward and a backward pass each, on the same weights and inputs) with
+/// ndarray and tch, from one binary that has all three compiled in.
+fn cross_backend() -> Result<bool> {
+    let others = [Backend::Ndarray, Backend::Tch];
+    let strata = build::strata_with(&[Backend::Flex, others[0], others[1]], false)?;
+    for backend in others {
+        let mut cmd = Command::new(&strata);
+        cmd.args(["selftest", "--backend", &backend.to_string()]);
+        build::env(&mut cmd, backend)?;
+        if !status(cmd)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

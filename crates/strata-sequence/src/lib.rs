@@ -10,7 +10,8 @@
 //! - `fused` (with the `flex` backend): an LSTM layer over a whole sequence as one operation
 //!   with its own backward pass;
 //! - [`job`]: `train-sequence`, and the language model as a decoder for `generate-text`;
-//! - [`bench`](mod@bench): the `lstm-train` benchmark.
+//! - [`bench`](mod@bench): the `lstm-train` benchmark;
+//! - [`selftest`]: the LSTM and GRU part of `strata selftest` (this backend against another).
 
 pub mod bench;
 pub mod corpus;
@@ -20,3 +21,4 @@ pub mod job;
 pub mod models;
 pub mod recurrent;
 pub mod rows;
+pub mod selftest;

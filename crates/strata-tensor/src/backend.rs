@@ -1,7 +1,7 @@
 //! Which backends are compiled in, and picking one at run time.
 //!
 //! Every Strata crate has one cargo feature per backend (`flex`, `ndarray`, `tch`, `cuda`,
-//! `wgpu`), forwarded down to burn's. A model is written once, with no backend type parameter:
+//! `wgpu`, `cpu`), forwarded down to burn's. A model is written once, with no backend type parameter:
 //! the [`Device`] chosen here decides where its tensors live. [`BackendKind::parse`] reads the
 //! `--backend` / `STRATA_BACKEND` name and [`BackendKind::device`] refuses, with a one-line
 //! error naming the feature to enable, a backend that was not compiled in.
@@ -26,6 +26,8 @@ pub enum BackendKind {
     Cuda,
     /// CubeCL wgpu: Vulkan / Metal / WebGPU, the best adapter found.
     Wgpu,
+    /// CubeCL's CPU runtime: Burn's kernels compiled for the host with LLVM at run time.
+    Cpu,
 }
 
 /// The backend asked for cannot be used.
@@ -53,11 +55,17 @@ pub enum BackendError {
 
 impl BackendKind {
     /// Every backend, in order of preference for a CPU-only default.
-    pub const ALL: [BackendKind; 5] =
-        [Self::Flex, Self::Ndarray, Self::Tch, Self::Cuda, Self::Wgpu];
+    pub const ALL: [BackendKind; 6] = [
+        Self::Flex,
+        Self::Ndarray,
+        Self::Tch,
+        Self::Cuda,
+        Self::Wgpu,
+        Self::Cpu,
+    ];
 
     /// The names `--backend` accepts, in the order of [`ALL`](Self::ALL).
-    pub const NAMES: &[&str] = &["flex", "ndarray", "tch", "cuda", "wgpu"];
+    pub const NAMES: &[&str] = &["flex", "ndarray", "tch", "cuda", "wgpu", "cpu"];
 
     /// The name on the command line, which is also the cargo feature.
     pub fn name(self) -> &'static str {
@@ -67,6 +75,7 @@ impl BackendKind {
             Self::Tch => "tch",
             Self::Cuda => "cuda",
             Self::Wgpu => "wgpu",
+            Self::Cpu => "cpu",
         }
     }
 
@@ -78,6 +87,7 @@ impl BackendKind {
             "tch" | "libtorch" | "torch" => Ok(Self::Tch),
             "cuda" => Ok(Self::Cuda),
             "wgpu" => Ok(Self::Wgpu),
+            "cpu" => Ok(Self::Cpu),
             _ => Err(BackendError::Unknown(name.to_string())),
         }
     }
@@ -90,6 +100,7 @@ impl BackendKind {
             Self::Tch => cfg!(feature = "tch"),
             Self::Cuda => cfg!(feature = "cuda"),
             Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cpu => cfg!(feature = "cpu"),
         }
     }
 
@@ -142,6 +153,8 @@ impl BackendKind {
             Self::Cuda => Device::cuda(index.unwrap_or(0)),
             #[cfg(feature = "wgpu")]
             Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "cpu")]
+            Self::Cpu => Device::cpu(),
             #[allow(unreachable_patterns)] // reached only for backends not compiled in
             _ => unreachable!("is_compiled() checked above"),
         })

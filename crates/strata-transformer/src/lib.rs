@@ -6,7 +6,8 @@
 //! - [`load`]: model dirs and Hub ids, both key layouts of GPT-2 checkpoints;
 //! - [`tokenizer`]: the `tokenizers` crate (GPT-2's byte-level BPE, or characters);
 //! - [`generate`]: GPT-2 as a decoder of `strata_tensor::generate`, in f32 or bf16 weights;
-//! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension).
+//! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension);
+//! - [`selftest`]: GPT-2's part of `strata selftest` (this backend against another).
 
 pub mod bench;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod generate;
 pub mod kernels;
 pub mod load;
 pub mod model;
+pub mod selftest;
 pub mod tokenizer;
 pub mod train;
 

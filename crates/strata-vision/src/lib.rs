@@ -13,7 +13,7 @@
 //! - [`digit`]: a digit someone hands over (a drawing, a photo) made into an MNIST digit: fitted to a 20×20 box, centred by mass;
 //! - [`viz`]: `filters.png` and `feature-maps.png`;
 //! - [`job`]: the `train-vision` and `predict-vision` jobs behind the CLI;
-//! - [`selftest`]: the CNN's forward and backward pass on two backends, compared.
+//! - [`selftest`]: the CNNs' and ResNet-18's forward and backward pass on two backends, compared.
 
 pub mod bench;
 pub mod data;
