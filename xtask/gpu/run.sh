@@ -7,7 +7,8 @@
 #     bash gpu-check/run.sh [RESULTS_DIR]       (default: $OUT, else gpu-check/results)
 #
 # Steps run most important first, each under its own timeout; once BUDGET seconds (default
-# 480) have passed, the remaining steps are skipped (none runs more than 30 s past it). Every step writes RESULTS_DIR/STEP.out,
+# 480) have passed, the remaining steps are skipped (none runs more than 30 s past it).
+# ONLY=REGEX runs only the steps whose names match (e.g. ONLY='^fusion-' or ONLY='selftest'). Every step writes RESULTS_DIR/STEP.out,
 # .err and .rc; at the end all figures, and the errors of failed steps, are gathered into
 # RESULTS_DIR/gpu.json (and the step files removed).
 set -u

@@ -141,9 +141,16 @@ impl Stamp {
             .join(format!("{what}-{backend}.stamp"));
         let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
         match built {
-            None => eprintln!(
-                "building {what} with --backend {backend} (the first build compiles Burn: about 5 minutes on 2 cores)..."
-            ),
+            None => {
+                // CubeCL and its kernels (cuda, cpu, wgpu) take several times as long as Burn's CPU backends.
+                let minutes = match backend {
+                    Backend::Flex | Backend::Ndarray | Backend::Tch => 5,
+                    Backend::Cuda | Backend::Cpu | Backend::Wgpu => 25,
+                };
+                eprintln!(
+                    "building {what} with --backend {backend} (the first build compiles Burn: about {minutes} minutes on 2 cores)..."
+                )
+            }
             Some(built) if newest_source() > Some(built) => {
                 eprintln!("building {what} with --backend {backend}...")
             }

@@ -22,7 +22,7 @@ fn unknown_backend() {
     let out = strata(&["train-vision", "--backend", "tpu"], &[]);
     assert_one_line_error(
         &out,
-        "unknown --backend 'tpu': choose flex, ndarray, tch, cuda, wgpu",
+        "unknown --backend 'tpu': choose flex, ndarray, tch, cuda, wgpu, cpu",
     );
 }
 

@@ -219,7 +219,7 @@ mod tests {
         let err = BackendKind::parse("cpu-fast").unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown backend 'cpu-fast': choose flex, ndarray, tch, cuda, wgpu"
+            "unknown backend 'cpu-fast': choose flex, ndarray, tch, cuda, wgpu, cpu"
         );
     }
 
