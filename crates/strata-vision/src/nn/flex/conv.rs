@@ -4,12 +4,12 @@
 //! im2col matrix (`[in · kh · kw, oh · ow]`, 648 KiB for the second layer of the simple CNN)
 //! is written and read while it is still in the core's cache:
 //!
-//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (Burn's matmul on flex, which is
-//!   the `gemm` crate), then bias and ReLU as `y_b` is copied into the output;
+//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (a single-threaded GEMM written
+//!   straight into the output, see [`gemm`]), then bias and ReLU in place;
 //! - backward: the ReLU's mask applied to `dY_b`, then `dW += dY_b · colsᵀ` (one GEMM shaped
-//!   `[out, oh·ow] × [oh·ow, in·kh·kw]`; the per-thread sums are added at the end), the bias
-//!   gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`. Only the gradients of
-//!   inputs that need one are computed (not the images' of a first layer).
+//!   `[out, oh·ow] × [oh·ow, in·kh·kw]`, accumulated in place in a per-thread sum; the sums are
+//!   added at the end), the bias gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`.
+//!   Only the gradients of inputs that need one are computed (not the images' of a first layer).
 //!
 //! The `Autodiff` implementation records one node for the whole operation.
 
@@ -23,6 +23,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, Slice};
 use rayon::prelude::*;
 
 use super::pool::{Unpool, max_plane};
@@ -97,7 +99,7 @@ fn forward(
     let g = geometry(x, weight, options);
     let x = contiguous(x);
     let xs = values(&x);
-    let w = weight.reshape([g.c_out, g.k()].into());
+    let weight = contiguous(weight);
     let bias = contiguous(bias);
     let bias = values(&bias);
     let [ph, pw] = pool.unwrap_or([1, 1]);
@@ -109,35 +111,37 @@ fn forward(
         Some(_) => codes.chunks_mut(y_len.max(1)).collect(),
         None => (0..g.batch).map(|_| &mut [][..]).collect(),
     };
+    let w = matrix(values(&weight), g.c_out, g.k());
+    let rows = g.c_out / g.groups;
     out.par_chunks_mut(y_len.max(1))
         .zip(xs.par_chunks(x_len.max(1)))
         .zip(code_chunks)
         .for_each(|((y, x), codes)| {
             with_cols(x, &g, |cols| {
                 for group in 0..g.groups {
-                    let rows = g.c_out / g.groups;
-                    let w_g = w.narrow(0, group * rows, rows);
-                    let cols_g = cols.narrow(0, group * g.k(), g.k());
-                    let mut prod = Flex::float_matmul(w_g, cols_g);
+                    let w_g = rows_of(w, group * rows..(group + 1) * rows);
+                    let cols_g = rows_of(cols, group * g.k()..(group + 1) * g.k());
                     let b_g = &bias[group * rows..][..rows];
                     let block = group * rows * oh * ow..(group + 1) * rows * oh * ow;
                     let Some(window) = pool else {
+                        // The product straight into the output, then bias and ReLU in place.
+                        gemm(w_g, cols_g, 0.0, &mut y[block.clone()]);
                         vectorized(Epilogue {
-                            src: Some(values(&prod)),
                             bias: b_g,
                             relu,
                             out: &mut y[block],
                         });
                         continue;
                     };
-                    // Bias and ReLU in place, then each channel's windows.
+                    // The product, bias and ReLU in a scratch buffer, then each channel's windows.
+                    let mut prod = take(&PRODUCT, rows * g.spatial());
+                    gemm(w_g, cols_g, 0.0, &mut prod);
                     vectorized(Epilogue {
-                        src: None,
                         bias: b_g,
                         relu,
-                        out: prod.storage_mut::<f32>(),
+                        out: &mut prod,
                     });
-                    let planes = values(&prod).chunks_exact(g.spatial().max(1));
+                    let planes = prod.chunks_exact(g.spatial().max(1));
                     let outs = y[block.clone()].chunks_exact_mut((oh * ow).max(1));
                     for ((plane, out), codes) in planes
                         .zip(outs)
@@ -145,6 +149,7 @@ fn forward(
                     {
                         max_plane(plane, g.ow, window, out, codes);
                     }
+                    put_back(&PRODUCT, prod);
                 }
             })
         });
@@ -184,7 +189,8 @@ fn backward(
     let xs = values(&x);
     let dy = contiguous(dy);
     let dy_len = values(&dy).len() / g.batch.max(1);
-    let w = weight.reshape([g.c_out, g.k()].into());
+    let weight = contiguous(weight);
+    let w = matrix(values(&weight), g.c_out, g.k());
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let rows = g.c_out / g.groups;
     let [need_dx, need_dw, need_db] = needed;
@@ -214,8 +220,9 @@ fn backward(
         .enumerate()
         .fold(zeros, |(mut dw, mut db), (b, dx_b)| {
             let d = &values(&dy)[b * dy_len..][..dy_len];
-            let dy_b = match after {
-                After::Nothing => dy.narrow(0, b, 1).reshape([g.c_out, g.spatial()].into()),
+            // The gradient at the convolution's output, `[out, oh · ow]`.
+            let masked = match after {
+                After::Nothing => None,
                 // The ReLU's derivative: the gradient passes where the output is positive.
                 After::Relu(y) => {
                     let mut masked = take(&MASKED, y_len);
@@ -224,7 +231,7 @@ fn backward(
                         y: &values(y)[b * y_len..][..y_len],
                         out: &mut masked,
                     });
-                    tensor(masked, [g.c_out, g.spatial()])
+                    Some(masked)
                 }
                 After::ReluPool {
                     pooled,
@@ -240,39 +247,40 @@ fn backward(
                         size: [g.oh, g.ow],
                         out: &mut unpooled,
                     });
-                    tensor(unpooled, [g.c_out, g.spatial()])
+                    Some(unpooled)
                 }
             };
+            let dy_b = masked.as_deref().unwrap_or(d);
             if need_db {
-                let dy_b = contiguous(&dy_b);
                 vectorized(RowSums {
-                    rows: values(&dy_b),
+                    rows: dy_b,
                     sums: &mut db,
                 });
             }
+            let dy_b = matrix(dy_b, g.c_out, g.spatial());
             if per_image_dw {
                 with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
                     for group in 0..g.groups {
-                        let dy_g = dy_b.narrow(0, group * rows, rows);
-                        let cols_g = cols.narrow(0, group * g.k(), g.k()).transpose(0, 1);
-                        let prod = Flex::float_matmul(dy_g, cols_g);
+                        let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
+                        let cols_g = rows_of(cols, group * g.k()..(group + 1) * g.k());
+                        // Accumulated in place: dW += dY · colsᵀ.
                         let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
-                        for (a, &p) in acc.iter_mut().zip(values(&prod)) {
-                            *a += p;
-                        }
+                        gemm(dy_g, cols_g.t(), 1.0, acc);
                     }
                 });
             }
             if need_dx {
+                let mut dcols = take(&PRODUCT, g.k() * g.spatial());
                 for group in 0..g.groups {
-                    let w_g = w.narrow(0, group * rows, rows).transpose(0, 1);
-                    let dy_g = dy_b.narrow(0, group * rows, rows);
-                    let dcols = Flex::float_matmul(w_g, dy_g);
-                    col2im(values(&dcols), &g, group * (g.c_in / g.groups), dx_b);
+                    let w_g = rows_of(w, group * rows..(group + 1) * rows);
+                    let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
+                    gemm(w_g.t(), dy_g, 0.0, &mut dcols);
+                    col2im(&dcols, &g, group * (g.c_in / g.groups), dx_b);
                 }
+                put_back(&PRODUCT, dcols);
             }
-            if !matches!(after, After::Nothing) {
-                give_back(&MASKED, dy_b);
+            if let Some(masked) = masked {
+                put_back(&MASKED, masked);
             }
             (dw, db)
         })
@@ -465,6 +473,8 @@ thread_local! {
     static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for an image's output gradient through the ReLU's mask.
     static MASKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for an image's product before pooling, or its `Wᵀ · dY`.
+    static PRODUCT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// This thread's buffer `key`, `len` long (its old contents, or zeros where it grew).
@@ -474,17 +484,14 @@ fn take(key: &'static Scratch, len: usize) -> Vec<f32> {
     buf
 }
 
-/// The memory of `t`, made by [`take`], back into this thread's buffer `key`, once no view of
-/// it is left (always, after an image's products).
-fn give_back(key: &'static Scratch, t: FlexTensor) {
-    if let Ok(buf) = t.into_data().try_into_vec::<f32>() {
-        key.with(|c| *c.borrow_mut() = buf);
-    }
+/// `buf`, made by [`take`], back into this thread's buffer `key`.
+fn put_back(key: &'static Scratch, buf: Vec<f32>) {
+    key.with(|c| *c.borrow_mut() = buf);
 }
 
 /// Runs `f` on the im2col matrix of image `x` (`[in · kh · kw, oh · ow]`), built in this
 /// thread's buffer.
-fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R {
+fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(ArrayView2<'_, f32>) -> R) -> R {
     let rows = g.c_in * g.kernel[0] * g.kernel[1];
     let mut buf = take(&COLS, rows * g.spatial());
     vectorized(Im2col {
@@ -492,15 +499,33 @@ fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R 
         g,
         cols: &mut buf,
     });
-    let cols = tensor(buf, [rows, g.spatial()]);
-    let result = f(&cols);
-    give_back(&COLS, cols);
+    let result = f(matrix(&buf, rows, g.spatial()));
+    put_back(&COLS, buf);
     result
 }
 
-/// `out = src + bias` per row (`out += bias` without `src`), then `max(·, 0)` with `relu`.
+/// `v` as a `rows × cols` row-major matrix.
+fn matrix(v: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), v).expect("a buffer of rows × cols numbers")
+}
+
+/// Rows `range` of `m`.
+fn rows_of(m: ArrayView2<'_, f32>, range: std::ops::Range<usize>) -> ArrayView2<'_, f32> {
+    m.slice_axis_move(Axis(0), Slice::from(range))
+}
+
+/// `c = a · b + beta · c`, written straight into `c` (`a.rows × b.cols`, row-major). The product
+/// runs on this thread alone (the images are spread over the threads already), with
+/// `matrixmultiply`'s kernels (through ndarray), chosen for the CPU at run time; flex's matmul
+/// would return a new, zero-filled and then copied tensor for every image.
+fn gemm(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: &mut [f32]) {
+    let mut c = ArrayViewMut2::from_shape((a.nrows(), b.ncols()), c)
+        .expect("a product buffer of a.rows × b.cols numbers");
+    general_mat_mul(1.0, &a, &b, beta, &mut c);
+}
+
+/// `out += bias` per row, then `max(·, 0)` with `relu`.
 struct Epilogue<'a> {
-    src: Option<&'a [f32]>,
     bias: &'a [f32],
     relu: bool,
     out: &'a mut [f32],
@@ -512,19 +537,10 @@ impl Vectorized for Epilogue<'_> {
     #[inline(always)]
     fn run(self) {
         let len = (self.out.len() / self.bias.len().max(1)).max(1);
-        let act = |v: f32| if self.relu && v < 0.0 { 0.0 } else { v };
-        for (r, (dst, &b)) in self.out.chunks_exact_mut(len).zip(self.bias).enumerate() {
-            match self.src {
-                Some(src) => {
-                    for (d, &s) in dst.iter_mut().zip(&src[r * len..][..len]) {
-                        *d = act(s + b);
-                    }
-                }
-                None => {
-                    for d in dst {
-                        *d = act(*d + b);
-                    }
-                }
+        for (dst, &b) in self.out.chunks_exact_mut(len).zip(self.bias) {
+            for d in dst {
+                let v = *d + b;
+                *d = if self.relu && v < 0.0 { 0.0 } else { v };
             }
         }
     }
