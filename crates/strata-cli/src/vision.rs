@@ -78,7 +78,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    fit: FitArgs,
+    pub(crate) fit: FitArgs,
     #[command(flatten)]
     output: OutputArgs,
 }

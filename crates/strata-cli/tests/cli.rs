@@ -235,7 +235,7 @@ fn help_lists_the_choices_and_the_defaults_of_the_job() {
         "[possible values: mnist, fashion-mnist]",
         "[possible values: simple-cnn, lenet5]",
         "[possible values: max, avg]",
-        "[default: 5]",
+        "[default: 3]",
     ] {
         assert!(help.contains(needle), "'{needle}' not in --help:\n{help}");
     }

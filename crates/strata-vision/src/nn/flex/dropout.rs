@@ -10,7 +10,7 @@ use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{contiguous, values};
+use super::{Vectorized, contiguous, values, vectorized};
 
 /// Dropout as one operation.
 #[backend_extension(Flex, Autodiff)]
@@ -55,18 +55,43 @@ fn apply_mask(t: &FlexTensor, seed: u64, keep: f32) -> FlexTensor {
         .zip(values(&t).par_chunks(CHUNK))
         .enumerate()
         .for_each(|(c, (y, x))| {
-            let first = (c * CHUNK) as u32;
-            pulp::Arch::new().dispatch(
-                #[inline(always)]
-                || {
-                    for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
-                        let h = mix(mix(mix(first + i as u32) ^ lo) ^ hi);
-                        *y = if h < threshold { x * scale } else { 0.0 };
-                    }
-                },
-            )
+            vectorized(Mask {
+                first: (c * CHUNK) as u32,
+                key: [lo, hi],
+                threshold,
+                scale,
+                x,
+                y,
+            })
         });
     FlexTensor::from_data(TensorData::new(out, t.shape()))
+}
+
+/// `y = x · scale` where the hash of `(key, first + i)` is below `threshold`, else 0.
+struct Mask<'a> {
+    first: u32,
+    key: [u32; 2],
+    threshold: u32,
+    scale: f32,
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl Vectorized for Mask<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let [lo, hi] = self.key;
+        for (i, (y, &x)) in self.y.iter_mut().zip(self.x).enumerate() {
+            let h = mix(mix(mix(self.first + i as u32) ^ lo) ^ hi);
+            *y = if h < self.threshold {
+                x * self.scale
+            } else {
+                0.0
+            };
+        }
+    }
 }
 
 #[derive(Debug)]
