@@ -92,6 +92,12 @@ fn cases() -> Vec<Case> {
         relu: true,
         ..case(32, 64, 3, 1, 0, 1)
     };
+    // Stride, padding, dilation and groups at once, on a wider layer.
+    let wide_strided_dilated_grouped = Case {
+        groups: 2,
+        size: [37, 30],
+        ..case(64, 32, 3, 2, 1, 2)
+    };
     let first_layer = Case {
         input_grad: false,
         relu: true,
@@ -108,6 +114,7 @@ fn cases() -> Vec<Case> {
         even_same,
         rect,
         simple_cnn_conv2,
+        wide_strided_dilated_grouped,
         first_layer,
         no_bias,
     ]);
@@ -327,12 +334,15 @@ fn convolution_relu_and_pooling_in_one_operation_equal_burns_three() {
             continue;
         };
         let device = device.autodiff();
-        // The simple CNN's conv2 (even output), LeNet's conv1 (padding), an odd output, 3×3 windows.
+        // The simple CNN's conv2 (even output), LeNet's conv1 (padding), an odd output, 3×3
+        // windows; then wider layers with odd outputs (the last row left out of the windows).
         for (c_in, c_out, k, pad, size, window) in [
             (8, 16, 3, 0, 14, 2),
             (1, 6, 5, 2, 12, 2),
             (3, 4, 3, 0, 12, 2),
             (2, 5, 3, 1, 10, 3),
+            (32, 16, 3, 0, 29, 2),
+            (32, 8, 3, 1, 31, 3),
         ] {
             let conv: strata_vision::nn::Conv2d =
                 burn::nn::conv::Conv2dConfig::new([c_in, c_out], [k, k])
