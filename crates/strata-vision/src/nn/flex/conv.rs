@@ -4,8 +4,8 @@
 //! im2col matrix (`[in · kh · kw, oh · ow]`, 648 KiB for the second layer of the simple CNN)
 //! is written and read while it is still in the core's cache:
 //!
-//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (a single-threaded GEMM written
-//!   straight into the output, see [`gemm`]), then bias and ReLU in place;
+//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (a GEMM through ndarray, written
+//!   straight into the output), then bias and ReLU in place;
 //! - backward: the ReLU's mask applied to `dY_b`, then `dW += dY_b · colsᵀ` (one GEMM shaped
 //!   `[out, oh·ow] × [oh·ow, in·kh·kw]`, accumulated in place in a per-thread sum; the sums are
 //!   added at the end), the bias gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`.
