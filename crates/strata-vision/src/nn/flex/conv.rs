@@ -215,81 +215,92 @@ fn backward(
         if need_db { g.c_out } else { 0 },
     );
     let zeros = || (vec![0f32; dw_len], vec![0f32; db_len]);
-    let (dw, db) = dx_chunks
+    let image = |(mut dw, mut db): (Vec<f32>, Vec<f32>), (b, dx_b): (usize, &mut [f32])| {
+        let d = &values(&dy)[b * dy_len..][..dy_len];
+        // The gradient at the convolution's output, `[out, oh · ow]`.
+        let masked = match after {
+            After::Nothing => None,
+            // The ReLU's derivative: the gradient passes where the output is positive.
+            After::Relu(y) => {
+                let mut masked = take(&MASKED, y_len);
+                vectorized(Mask {
+                    dy: d,
+                    y: &values(y)[b * y_len..][..y_len],
+                    out: &mut masked,
+                });
+                Some(masked)
+            }
+            After::ReluPool {
+                pooled,
+                codes,
+                window,
+            } => {
+                let mut unpooled = take(&MASKED, y_len);
+                vectorized(Unpool {
+                    dy: d,
+                    gate: Some(&values(pooled)[b * dy_len..][..dy_len]),
+                    codes: &codes[b * dy_len..][..dy_len],
+                    window: *window,
+                    size: [g.oh, g.ow],
+                    out: &mut unpooled,
+                });
+                Some(unpooled)
+            }
+        };
+        let dy_b = masked.as_deref().unwrap_or(d);
+        if need_db {
+            vectorized(RowSums {
+                rows: dy_b,
+                sums: &mut db,
+            });
+        }
+        let dy_b = matrix(dy_b, g.c_out, g.spatial());
+        if per_image_dw {
+            with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
+                for group in 0..g.groups {
+                    let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
+                    let cols_g = rows_of(cols, group * g.k()..(group + 1) * g.k());
+                    // Accumulated in place: dW += dY · colsᵀ.
+                    let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
+                    gemm(dy_g, cols_g.t(), 1.0, acc);
+                }
+            });
+        }
+        if need_dx {
+            let mut dcols = take(&PRODUCT, g.k() * g.spatial());
+            for group in 0..g.groups {
+                let w_g = rows_of(w, group * rows..(group + 1) * rows);
+                let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
+                gemm(w_g.t(), dy_g, 0.0, &mut dcols);
+                col2im(&dcols, &g, group * (g.c_in / g.groups), dx_b);
+            }
+            put_back(&PRODUCT, dcols);
+        }
+        if let Some(masked) = masked {
+            put_back(&MASKED, masked);
+        }
+        (dw, db)
+    };
+    // The images in a fixed number of runs of consecutive images, each summing its weight and
+    // bias gradients, then the runs' sums added in order: the same numbers in the same order
+    // on every run (rayon's `fold` would split the batch wherever threads steal work).
+    let runs = 4 * rayon::current_num_threads();
+    let per_run = g.batch.div_ceil(runs).max(1);
+    let sums: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
         .into_par_iter()
         .enumerate()
-        .fold(zeros, |(mut dw, mut db), (b, dx_b)| {
-            let d = &values(&dy)[b * dy_len..][..dy_len];
-            // The gradient at the convolution's output, `[out, oh · ow]`.
-            let masked = match after {
-                After::Nothing => None,
-                // The ReLU's derivative: the gradient passes where the output is positive.
-                After::Relu(y) => {
-                    let mut masked = take(&MASKED, y_len);
-                    vectorized(Mask {
-                        dy: d,
-                        y: &values(y)[b * y_len..][..y_len],
-                        out: &mut masked,
-                    });
-                    Some(masked)
-                }
-                After::ReluPool {
-                    pooled,
-                    codes,
-                    window,
-                } => {
-                    let mut unpooled = take(&MASKED, y_len);
-                    vectorized(Unpool {
-                        dy: d,
-                        gate: Some(&values(pooled)[b * dy_len..][..dy_len]),
-                        codes: &codes[b * dy_len..][..dy_len],
-                        window: *window,
-                        size: [g.oh, g.ow],
-                        out: &mut unpooled,
-                    });
-                    Some(unpooled)
-                }
-            };
-            let dy_b = masked.as_deref().unwrap_or(d);
-            if need_db {
-                vectorized(RowSums {
-                    rows: dy_b,
-                    sums: &mut db,
-                });
-            }
-            let dy_b = matrix(dy_b, g.c_out, g.spatial());
-            if per_image_dw {
-                with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
-                    for group in 0..g.groups {
-                        let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
-                        let cols_g = rows_of(cols, group * g.k()..(group + 1) * g.k());
-                        // Accumulated in place: dW += dY · colsᵀ.
-                        let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
-                        gemm(dy_g, cols_g.t(), 1.0, acc);
-                    }
-                });
-            }
-            if need_dx {
-                let mut dcols = take(&PRODUCT, g.k() * g.spatial());
-                for group in 0..g.groups {
-                    let w_g = rows_of(w, group * rows..(group + 1) * rows);
-                    let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
-                    gemm(w_g.t(), dy_g, 0.0, &mut dcols);
-                    col2im(&dcols, &g, group * (g.c_in / g.groups), dx_b);
-                }
-                put_back(&PRODUCT, dcols);
-            }
-            if let Some(masked) = masked {
-                put_back(&MASKED, masked);
-            }
-            (dw, db)
-        })
-        .reduce(zeros, |(mut dw, mut db), (dw2, db2)| {
+        .chunks(per_run)
+        .map(|images| images.into_iter().fold(zeros(), image))
+        .collect();
+    let (dw, db) = sums
+        .into_iter()
+        .reduce(|(mut dw, mut db), (dw2, db2)| {
             for (a, b) in dw.iter_mut().zip(dw2).chain(db.iter_mut().zip(db2)) {
                 *a += b;
             }
             (dw, db)
-        });
+        })
+        .unwrap_or_else(zeros);
     let dw = if whole_batch_dw {
         weight_grad_whole_batch(xs, &dy, &g)
     } else {
