@@ -7,8 +7,9 @@
 //! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (a GEMM through ndarray, written
 //!   straight into the output), then bias and ReLU in place;
 //! - backward: the ReLU's mask applied to `dY_b`, then `dW += dY_b · colsᵀ` (one GEMM shaped
-//!   `[out, oh·ow] × [oh·ow, in·kh·kw]`, accumulated in place in a per-thread sum; the sums are
-//!   added at the end), the bias gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`.
+//!   `[out, oh·ow] × [oh·ow, in·kh·kw]`, accumulated in place over a fixed run of images; the
+//!   runs' sums are added in order at the end, so that a seed always gives the same numbers),
+//!   the bias gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`.
 //!   Only the gradients of inputs that need one are computed (not the images' of a first layer).
 //!
 //! The `Autodiff` implementation records one node for the whole operation.
