@@ -76,7 +76,16 @@ step() {
 
 CUDA="$BIN/strata-cuda"
 FUSION="$BIN/strata-cuda-fusion"
+CHECKS="$BIN/strata-cuda-fusion-checks"
 TCH="$BIN/strata-tch"
+# The tch binary runs only against the LibTorch release it was built with (its C++ ABI changes
+# between releases).
+TCH_BUILT=$(cat "$BIN/tch-torch-version" 2>/dev/null)
+TCH_HERE=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)
+if [ -x "$TCH" ] && [ "$TCH_BUILT" != "$TCH_HERE" ]; then
+    echo "strata-tch was built against LibTorch ${TCH_BUILT:-?} but this machine has torch ${TCH_HERE:-none}: tch steps skipped" >> "$RESULTS/machine.txt"
+    TCH=
+fi
 REF=benches/reference
 BENCH="--format json --steps $STEPS --warmup 20"
 RESNET="--format json --steps 30 --warmup 5"
@@ -89,22 +98,48 @@ if [ -x "$FUSION" ]; then
     step fusion-selftest-cnn 90 "$FUSION" selftest --backend cuda --format json --only simple-cnn --only conv1 --only conv2
     step fusion-selftest-sequence 90 "$FUSION" selftest --backend cuda --format json --only lstm --only gru --only gpt2
 fi
+# Fusion with Burn's autotune checks: CubeCL runs every candidate of each tuned kernel and
+# compares the outputs; the decisions (JSON lines, with each candidate's check) go to a file,
+# and the next step prints the candidates that failed.
+if [ -x "$CHECKS" ]; then
+    CHK=$(mktemp -d)
+    printf '[autotune.decisions]\nfile = "%s/decisions.jsonl"\n' "$CHK" > "$CHK/cubecl.toml"
+    step fusion-checks-selftest-cnn 120 env -C "$CHK" "$CHECKS" selftest --backend cuda --format json --only simple-cnn --only conv1 --only conv2
+    step fusion-checks-failed 20 "$PY" - "$CHK/decisions.jsonl" <<'PYEOF'
+import json, sys
+failed, checked = [], 0
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        decision = json.loads(line)
+    except ValueError:
+        continue
+    checks = decision.get("checks") or []
+    checked += len(checks)
+    bad = [c["name"] for c in checks if not c.get("passed")]
+    if bad:
+        failed.append({"key": decision.get("key"), "failed": bad})
+print(json.dumps({"checked": checked, "failed": failed}))
+PYEOF
+fi
 step pytorch-tf32-gaps 60 "$PY" xtask/gpu/tf32_gaps.py
-if [ -x "$TCH" ]; then
-    # Built against LibTorch 2.9; run against the torch found here.
-    LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-selftest 60 "$TCH" selftest --backend tch --device-index 0 --format json --only simple-cnn
+if [ -n "$TCH" ] && [ -x "$TCH" ]; then
+    # Built against the LibTorch of this machine's torch; run against it.
+    LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-selftest 120 "$TCH" selftest --backend tch --device-index 0 --format json
 fi
 # Speed: the simple CNN, then a short training run for the accuracy, GPT-2 decoding, ResNet-18.
 [ -x "$FUSION" ] && step fusion-cnn-train-b64 150 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 64
 [ -x "$CUDA" ] && step cuda-cnn-train-b64 60 "$CUDA" bench cnn-train --backend cuda $BENCH --batch-size 64
 step pytorch-cuda-cnn-train-b64 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64
+[ -n "$TCH" ] && LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-cnn-train-b64 60 "$TCH" bench cnn-train --backend tch --device-index 0 $BENCH --batch-size 64
 step pytorch-cuda-cnn-train-b64-tf32 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64 --tf32
 [ -x "$FUSION" ] && step fusion-train-vision-1-epoch 120 "$FUSION" train-vision --backend cuda --epochs 1 --artifact-dir "$BIN/run" --format json
 [ -x "$FUSION" ] && step fusion-gpt2-decode 60 "$FUSION" bench gpt2-decode --backend cuda $GPT
 [ -x "$CUDA" ] && step cuda-gpt2-decode 60 "$CUDA" bench gpt2-decode --backend cuda $GPT
 step pytorch-cuda-gpt2-decode 60 "$PY" $REF/gpt2_decode.py --device cuda --steps 3 --warmup 1
+[ -n "$TCH" ] && LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-gpt2-decode 60 "$TCH" bench gpt2-decode --backend tch --device-index 0 $GPT
 [ -x "$FUSION" ] && step fusion-resnet18-train-b64 90 "$FUSION" bench resnet18-train --backend cuda $RESNET --batch-size 64
 step pytorch-cuda-resnet18-train-b64 60 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 64
+[ -n "$TCH" ] && LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-resnet18-train-b64 60 "$TCH" bench resnet18-train --backend tch --device-index 0 $RESNET --batch-size 64
 [ -x "$FUSION" ] && step fusion-cnn-train-b256 60 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 256
 step pytorch-cuda-cnn-train-b256 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 256
 [ -x "$FUSION" ] && STRATA_DATA_DIR="$HERE/data" step fusion-lstm-train 60 "$FUSION" bench lstm-train --backend cuda --format json --steps 50 --warmup 5

@@ -11,8 +11,9 @@ use std::time::SystemTime;
 use anyhow::{Result, bail};
 
 use crate::flags::Backend;
+use crate::libtorch::{self, Torch};
 use crate::workspace::{self, Member, cargo, root, target_dir};
-use crate::{cuda, libtorch, status};
+use crate::{cuda, status};
 
 /// `STRATA_FUSION=1` builds `strata` with Burn's fusion and autotuning for cuda/wgpu.
 pub const FUSION_ENV: &str = "STRATA_FUSION";
@@ -27,13 +28,30 @@ const DEFAULT_CUDA_VERSION: &str = "13000";
 /// Builds `strata` (crate strata-cli, `dev` profile) with `backend` compiled in and returns the
 /// binary's path.
 pub fn strata(backend: Backend) -> Result<PathBuf> {
-    let fusion = env::var_os(FUSION_ENV).is_some_and(|v| v == "1");
-    strata_with(&[backend], fusion)
+    let options = Options {
+        fusion: env::var_os(FUSION_ENV).is_some_and(|v| v == "1"),
+        ..Options::default()
+    };
+    strata_with(&[backend], &options)
+}
+
+/// What a build of `strata` has beyond its backends.
+#[derive(Debug, Default)]
+pub struct Options<'a> {
+    /// Burn's fusion and autotuning (cuda, wgpu, cpu).
+    pub fusion: bool,
+    /// Burn's autotune checks, with fusion: while it tunes, CubeCL compares every candidate
+    /// kernel's output with the others' and writes the results with its tuning decisions.
+    pub autotune_checks: bool,
+    /// The PyTorch whose LibTorch a tch build links, when not the venv's 2.9.0 (gpu-check builds
+    /// against the GPU machine's). tch 0.22 is made for 2.9.0, so its version check is bypassed,
+    /// and the build gets a target dir of its own: the usual one keeps its LibTorch 2.9 build.
+    pub torch: Option<&'a Torch>,
 }
 
 /// Builds `strata` with every backend of `backends` compiled in (the first names the build in
-/// messages), with Burn's fusion and autotuning if `fusion`, and returns the binary's path.
-pub fn strata_with(backends: &[Backend], fusion: bool) -> Result<PathBuf> {
+/// messages) and `options`, and returns the binary's path.
+pub fn strata_with(backends: &[Backend], options: &Options) -> Result<PathBuf> {
     let backend = backends[0];
     let mut cmd = cargo();
     cmd.args([
@@ -44,12 +62,24 @@ pub fn strata_with(backends: &[Backend], fusion: bool) -> Result<PathBuf> {
         "--no-default-features",
     ]);
     let mut features: Vec<String> = backends.iter().map(|b| format!("strata-cli/{b}")).collect();
-    if fusion {
+    if options.fusion {
         features.push("strata-cli/fusion".into());
     }
+    if options.autotune_checks {
+        features.push("strata-cli/autotune-checks".into());
+    }
     cmd.args(["--features", &features.join(",")]);
+    let mut target = target_dir();
     for b in backends {
-        env(&mut cmd, *b)?;
+        match (b, options.torch) {
+            (Backend::Tch, Some(torch)) => {
+                torch_env(&mut cmd, torch);
+                cmd.env("LIBTORCH_BYPASS_VERSION_CHECK", "1");
+                target = target.join(format!("torch-{}", torch.version));
+                cmd.env("CARGO_TARGET_DIR", &target);
+            }
+            _ => env(&mut cmd, *b)?,
+        }
     }
     let stamp = Stamp::announce("strata", backend);
     let built = status(cmd)?;
@@ -66,7 +96,7 @@ pub fn strata_with(backends: &[Backend], fusion: bool) -> Result<PathBuf> {
             "building strata with --backend {backend} failed (see the compiler output above){hint}"
         );
     }
-    Ok(target_dir().join("debug").join("strata"))
+    Ok(target.join("debug").join("strata"))
 }
 
 /// `crate/B,...` for every member with backend features, so that `--no-default-features
@@ -95,12 +125,7 @@ pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
     // The checkout's datasets/ (MNIST), whatever checkout built the binaries.
     cmd.env("STRATA_BUNDLED_DATASETS", root().join("datasets"));
     match backend {
-        Backend::Tch => {
-            let torch = libtorch::torch()?;
-            cmd.env("LIBTORCH_USE_PYTORCH", "1");
-            prepend_path(cmd, "PATH", &torch.venv.join("bin"));
-            prepend_path(cmd, "LD_LIBRARY_PATH", &torch.lib);
-        }
+        Backend::Tch => torch_env(cmd, libtorch::torch()?),
         // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build;
         // CubeCL is built with an LLVM from PyPI.
         // CubeCL's CPU runtime is built with the same LLVM.
@@ -116,6 +141,16 @@ pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// Builds and runs a tch binary with the LibTorch of `torch`: torch-sys asks the venv's Python
+/// where it is, and the binary is told which release that is.
+fn torch_env(cmd: &mut Command, torch: &Torch) {
+    cmd.env("LIBTORCH_USE_PYTORCH", "1");
+    // strata checks at run time that it loaded this release (strata-tensor's backend.rs).
+    cmd.env("STRATA_LIBTORCH_VERSION", &torch.version);
+    prepend_path(cmd, "PATH", &torch.venv.join("bin"));
+    prepend_path(cmd, "LD_LIBRARY_PATH", &torch.lib);
 }
 
 /// Puts `dir` first in the path list `var` of `cmd`.

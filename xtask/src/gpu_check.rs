@@ -1,7 +1,8 @@
 //! `cargo xtask gpu-check`: what a machine with an NVIDIA GPU but no Rust toolchain needs to
 //! check Strata there: one stripped, xz-compressed `strata` per GPU configuration (cuda with
-//! Burn's plain kernels, cuda with fusion and autotuning, tch; each with flex too, the reference
-//! of `strata selftest`), tiny Shakespeare for `lstm-train` when the data dir has it, and
+//! Burn's plain kernels, cuda with fusion and autotuning, the same with Burn's autotune checks,
+//! and tch built against the GPU machine's LibTorch 2.11; each with flex too, the reference of
+//! `strata selftest`), tiny Shakespeare for `lstm-train` when the data dir has it, and
 //! `run.sh` (from `xtask/gpu/run.sh`), in one folder of the checkout (`gpu-check/`, ignored by
 //! git). Run there from the checkout's root: `bash gpu-check/run.sh`; the figures end up in one
 //! JSON file.
@@ -12,10 +13,10 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-use crate::build;
 use crate::flags::{Backend, GpuCheck};
 use crate::status;
 use crate::workspace::root;
+use crate::{build, libtorch};
 
 /// The script the GPU machine runs.
 const RUN_SH: &str = include_str!("../gpu/run.sh");
@@ -31,19 +32,44 @@ impl GpuCheck {
             let _ = fs::remove_dir_all(old);
         }
         fs::create_dir_all(&stage).with_context(|| format!("cannot create {}", stage.display()))?;
+        let plain = build::Options::default();
+        let fusion = build::Options {
+            fusion: true,
+            ..Default::default()
+        };
+        let checks = build::Options {
+            fusion: true,
+            autotune_checks: true,
+            ..Default::default()
+        };
+        let gpu_torch = if self.no_tch {
+            None
+        } else {
+            Some(libtorch::torch_only(libtorch::GPU_TORCH_VERSION)?)
+        };
         let mut builds = vec![
-            ("cuda", Backend::Cuda, false),
-            ("cuda-fusion", Backend::Cuda, true),
+            ("cuda", Backend::Cuda, plain),
+            ("cuda-fusion", Backend::Cuda, fusion),
+            ("cuda-fusion-checks", Backend::Cuda, checks),
         ];
-        if !self.no_tch {
-            builds.push(("tch", Backend::Tch, false));
+        if let Some(torch) = &gpu_torch {
+            let options = build::Options {
+                torch: Some(torch),
+                ..Default::default()
+            };
+            builds.push(("tch", Backend::Tch, options));
         }
         let mut names = Vec::new();
-        for (name, backend, fusion) in builds {
-            let built = build::strata_with(&[backend, Backend::Flex], fusion)?;
+        for (name, backend, options) in &builds {
+            let built = build::strata_with(&[*backend, Backend::Flex], options)?;
             let name = format!("strata-{name}");
             strip(&built, &stage.join(&name))?;
             names.push(name);
+        }
+        if gpu_torch.is_some() {
+            // run.sh runs the tch binary only against the LibTorch release it was built with.
+            fs::write(stage.join("tch-torch-version"), libtorch::GPU_TORCH_VERSION)?;
+            names.push("tch-torch-version".into());
         }
         let archive = out.join("bin.tar.xz");
         pack(&stage, &names, &archive)?;

@@ -17,6 +17,11 @@ const TORCHVISION_VERSION: &str = "0.24.0";
 /// The `transformers` release the GPT-2 fixtures and baselines are made with.
 const TRANSFORMERS_VERSION: &str = "4.57.1";
 
+/// The PyTorch release of the GPU machine (Python 3.12, torch 2.11 with CUDA 13):
+/// `cargo xtask gpu-check` builds its tch binary against it. LibTorch's C++ ABI changes between
+/// releases, so a tch binary runs only against the LibTorch it was built with.
+pub const GPU_TORCH_VERSION: &str = "2.11.0";
+
 /// A venv with PyTorch in it.
 #[derive(Debug)]
 pub struct Torch {
@@ -24,6 +29,8 @@ pub struct Torch {
     pub venv: PathBuf,
     /// torch's `lib/` folder, which holds LibTorch's shared libraries.
     pub lib: PathBuf,
+    /// The PyTorch release (`2.9.0`).
+    pub version: String,
 }
 
 impl Torch {
@@ -43,16 +50,51 @@ pub fn setup() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, torchvision, transformers, numpy, safetensors and pillow, installed the
-/// first time it is asked for (checked once per run).
+/// The venv `~/.cache/strata/venv` with `torch==2.9.0`, torchvision, transformers, numpy,
+/// safetensors and pillow, installed the first time it is asked for (checked once per run).
 pub fn torch() -> Result<&'static Torch> {
     static TORCH: OnceLock<Torch> = OnceLock::new();
     if let Some(torch) = TORCH.get() {
         return Ok(torch);
     }
-    let venv = ensure_torch_venv()?;
+    let venv = strata_cache().join("venv");
+    let check = format!(
+        "import torch, torchvision, numpy, safetensors, PIL, transformers, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') and transformers.__version__ == '{TRANSFORMERS_VERSION}' else 1)"
+    );
+    ensure_venv(
+        &venv,
+        &[
+            format!("torch=={TORCH_VERSION}"),
+            format!("torchvision=={TORCHVISION_VERSION}"),
+            format!("transformers=={TRANSFORMERS_VERSION}"),
+            "numpy".into(),
+            "safetensors".into(),
+            "pillow==13.0.0".into(),
+        ],
+        &check,
+    )?;
     let lib = torch_lib_dir(&venv)?;
-    Ok(TORCH.get_or_init(|| Torch { venv, lib }))
+    Ok(TORCH.get_or_init(|| Torch {
+        venv,
+        lib,
+        version: TORCH_VERSION.into(),
+    }))
+}
+
+/// A venv with nothing but `torch==version` (`~/.cache/strata/venv-torch-VERSION`), installed
+/// the first time it is asked for: the LibTorch of another release to build a tch binary against.
+pub fn torch_only(version: &str) -> Result<Torch> {
+    let venv = strata_cache().join(format!("venv-torch-{version}"));
+    let check = format!(
+        "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '{version}' else 1)"
+    );
+    ensure_venv(&venv, &[format!("torch=={version}")], &check)?;
+    let lib = torch_lib_dir(&venv)?;
+    Ok(Torch {
+        venv,
+        lib,
+        version: version.into(),
+    })
 }
 
 /// `$STRATA_CACHE_DIR`, or `~/.cache/strata`.
@@ -66,30 +108,27 @@ pub fn strata_cache() -> PathBuf {
         })
 }
 
-/// Creates the venv with `torch==2.9.0`, torchvision, transformers, numpy, safetensors and pillow unless they
-/// are there.
-fn ensure_torch_venv() -> Result<PathBuf> {
-    let venv = strata_cache().join("venv");
+/// Creates `venv` and pip-installs `packages` into it, unless the Python code `check` already
+/// exits with 0 there.
+fn ensure_venv(venv: &Path, packages: &[String], check: &str) -> Result<()> {
     let python = venv.join("bin/python");
-    let has_torch = |python: &Path| {
-        let check = format!(
-            "import torch, torchvision, numpy, safetensors, PIL, transformers, sys; sys.exit(0 if torch.__version__.startswith('{TORCH_VERSION}') and transformers.__version__ == '{TRANSFORMERS_VERSION}' else 1)"
-        );
-        Command::new(python)
-            .args(["-c", &check])
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", check])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
-    if python.is_file() && has_torch(&python) {
-        return Ok(venv);
+    if python.is_file() && ready() {
+        return Ok(());
     }
     eprintln!(
-        "installing PyTorch {TORCH_VERSION} into {} (several GB, once)...",
+        "installing {} into {} (several GB, once)...",
+        packages.join(" "),
         venv.display()
     );
     let mut mk = Command::new("python3");
-    mk.args(["-m", "venv"]).arg(&venv);
+    mk.args(["-m", "venv"]).arg(venv);
     if !python.is_file() && !status(mk)? {
         bail!(
             "python3 -m venv {} failed: install python3 with venv support",
@@ -97,14 +136,15 @@ fn ensure_torch_venv() -> Result<PathBuf> {
         );
     }
     let mut pip = Command::new(venv.join("bin/pip"));
-    pip.args(["install", "--quiet", &format!("torch=={TORCH_VERSION}")]);
-    pip.arg(format!("torchvision=={TORCHVISION_VERSION}"));
-    pip.arg(format!("transformers=={TRANSFORMERS_VERSION}"));
-    pip.args(["numpy", "safetensors", "pillow==13.0.0"]);
-    if !status(pip)? || !has_torch(&python) {
-        bail!("pip install torch=={TORCH_VERSION} failed: check that PyPI is reachable");
+    pip.args(["install", "--quiet"]).args(packages);
+    if !status(pip)? || !ready() {
+        bail!(
+            "pip install {} into {} failed: check that PyPI is reachable",
+            packages[0],
+            venv.display()
+        );
     }
-    Ok(venv)
+    Ok(())
 }
 
 /// torch's `lib/` folder in `venv`.

@@ -50,7 +50,7 @@ impl Test {
 /// ndarray and tch, from one binary that has all three compiled in.
 fn cross_backend() -> Result<bool> {
     let compiled = [Backend::Flex, Backend::Ndarray, Backend::Tch];
-    let strata = build::strata_with(&compiled, false)?;
+    let strata = build::strata_with(&compiled, &build::Options::default())?;
     for backend in &compiled[1..] {
         let mut cmd = Command::new(&strata);
         cmd.args(["selftest", "--backend", &backend.to_string()]);

@@ -51,6 +51,19 @@ pub enum BackendError {
         "backend '{0}' on a GPU needs an NVIDIA GPU and its driver, and this machine has none (no /proc/driver/nvidia/version); use --backend flex"
     )]
     NoGpu(&'static str),
+    /// The LibTorch this process loaded is another release than the one the binary was built
+    /// against (LibTorch's C++ ABI changes between releases).
+    #[error(
+        "this binary was built against LibTorch {built}, but it loaded LibTorch {loaded} from {dir}: put LibTorch {built}'s lib/ first in LD_LIBRARY_PATH (`cargo xtask setup-libtorch` installs 2.9.0, and `cargo xtask <job> --backend tch` runs with it), or rebuild against {loaded}"
+    )]
+    LibTorchVersion {
+        /// The release the binary was built against.
+        built: &'static str,
+        /// The release it loaded.
+        loaded: String,
+        /// Where it loaded it from.
+        dir: String,
+    },
 }
 
 impl BackendKind {
@@ -135,6 +148,9 @@ impl BackendKind {
         if on_gpu && !nvidia_driver_present() {
             return Err(BackendError::NoGpu(self.name()));
         }
+        if self == Self::Tch {
+            check_libtorch()?;
+        }
         Ok(match self {
             #[cfg(feature = "flex")]
             Self::Flex => Device::flex(),
@@ -178,6 +194,62 @@ fn nvidia_driver_present() -> bool {
         || std::path::Path::new("/dev/nvidiactl").exists()
 }
 
+/// The LibTorch release a tch build was made against: `STRATA_LIBTORCH_VERSION` at build time,
+/// which the xtask sets (unknown in builds made without it).
+const BUILT_LIBTORCH: Option<&str> = option_env!("STRATA_LIBTORCH_VERSION");
+
+/// Checks that the LibTorch this process loaded is the release the binary was built against.
+/// Another release links and starts, then fails in its first tensor operation with an unrelated
+/// message, since LibTorch's C++ ABI changes between releases.
+fn check_libtorch() -> Result<(), BackendError> {
+    let (Some(built), Some((loaded, dir))) = (BUILT_LIBTORCH, loaded_libtorch()) else {
+        return Ok(());
+    };
+    if loaded == built {
+        return Ok(());
+    }
+    Err(BackendError::LibTorchVersion {
+        built,
+        loaded,
+        dir: dir.display().to_string(),
+    })
+}
+
+/// The release (`2.11.0`) and folder of the LibTorch whose `libtorch_cpu.so` this process
+/// mapped, read from the PyTorch install around it (`torch/version.py`) or the LibTorch archive's
+/// `build-version`. `None` where neither says (or off Linux).
+fn loaded_libtorch() -> Option<(String, std::path::PathBuf)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let lib = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libtorch_cpu.so"))?;
+    let root = std::path::Path::new(lib).parent()?.parent()?;
+    Some((libtorch_release(root)?, root.to_path_buf()))
+}
+
+/// The release of the PyTorch install (`version.py`: `__version__ = '2.11.0+cu130'`) or LibTorch
+/// archive (`build-version`: `2.9.0+cpu`) at `root`, without its local part (`2.11.0`).
+fn libtorch_release(root: &std::path::Path) -> Option<String> {
+    let version = match std::fs::read_to_string(root.join("version.py")) {
+        Ok(text) => text.lines().find_map(|line| {
+            let value = line.strip_prefix("__version__")?.trim_start();
+            Some(
+                value
+                    .strip_prefix('=')?
+                    .trim()
+                    .trim_matches(['\'', '"'])
+                    .to_owned(),
+            )
+        })?,
+        Err(_) => std::fs::read_to_string(root.join("build-version"))
+            .ok()?
+            .trim()
+            .to_owned(),
+    };
+    Some(version.split('+').next()?.to_owned())
+}
+
 /// Resolves `--backend` (or `STRATA_BACKEND`, or the default) and `--device-index` to a device.
 pub fn select_device(
     backend: Option<&str>,
@@ -204,6 +276,21 @@ pub fn first_compiled_device() -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_libtorch_release_is_read_from_a_pytorch_install_or_a_libtorch_archive() {
+        let torch = tempfile::tempdir().unwrap();
+        std::fs::write(
+            torch.path().join("version.py"),
+            "from typing import Optional\n__version__ = '2.11.0+cu130'\ngit_version = 'abc'\n",
+        )
+        .unwrap();
+        assert_eq!(libtorch_release(torch.path()).as_deref(), Some("2.11.0"));
+        let archive = tempfile::tempdir().unwrap();
+        std::fs::write(archive.path().join("build-version"), "2.9.0+cpu\n").unwrap();
+        assert_eq!(libtorch_release(archive.path()).as_deref(), Some("2.9.0"));
+        assert_eq!(libtorch_release(tempfile::tempdir().unwrap().path()), None);
+    }
 
     #[test]
     fn names_round_trip() {
