@@ -82,10 +82,16 @@ TCH="$BIN/strata-tch"
 # between releases).
 TCH_BUILT=$(cat "$BIN/tch-torch-version" 2>/dev/null)
 TCH_HERE=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)
-if [ -x "$TCH" ] && [ "$TCH_BUILT" != "$TCH_HERE" ]; then
+if ! [ -x "$TCH" ]; then
+    TCH=
+elif [ "$TCH_BUILT" != "$TCH_HERE" ]; then
     echo "strata-tch was built against LibTorch ${TCH_BUILT:-?} but this machine has torch ${TCH_HERE:-none}: tch steps skipped" >> "$RESULTS/machine.txt"
     TCH=
 fi
+# step, with the LibTorch of this machine's torch for the tch binary.
+tch_step() {
+    LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step "$@"
+}
 REF=benches/reference
 BENCH="--format json --steps $STEPS --warmup 20"
 RESNET="--format json --steps 30 --warmup 5"
@@ -122,24 +128,24 @@ print(json.dumps({"checked": checked, "failed": failed}))
 PYEOF
 fi
 step pytorch-tf32-gaps 60 "$PY" xtask/gpu/tf32_gaps.py
-if [ -n "$TCH" ] && [ -x "$TCH" ]; then
+if [ -n "$TCH" ]; then
     # Built against the LibTorch of this machine's torch; run against it.
-    LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-selftest 120 "$TCH" selftest --backend tch --device-index 0 --format json
+    tch_step tch-selftest 120 "$TCH" selftest --backend tch --device-index 0 --format json
 fi
 # Speed: the simple CNN, then a short training run for the accuracy, GPT-2 decoding, ResNet-18.
 [ -x "$FUSION" ] && step fusion-cnn-train-b64 150 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 64
 [ -x "$CUDA" ] && step cuda-cnn-train-b64 60 "$CUDA" bench cnn-train --backend cuda $BENCH --batch-size 64
 step pytorch-cuda-cnn-train-b64 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64
-[ -n "$TCH" ] && LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-cnn-train-b64 60 "$TCH" bench cnn-train --backend tch --device-index 0 $BENCH --batch-size 64
+[ -n "$TCH" ] && tch_step tch-cnn-train-b64 60 "$TCH" bench cnn-train --backend tch --device-index 0 $BENCH --batch-size 64
 step pytorch-cuda-cnn-train-b64-tf32 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64 --tf32
 [ -x "$FUSION" ] && step fusion-train-vision-1-epoch 120 "$FUSION" train-vision --backend cuda --epochs 1 --artifact-dir "$BIN/run" --format json
 [ -x "$FUSION" ] && step fusion-gpt2-decode 60 "$FUSION" bench gpt2-decode --backend cuda $GPT
 [ -x "$CUDA" ] && step cuda-gpt2-decode 60 "$CUDA" bench gpt2-decode --backend cuda $GPT
 step pytorch-cuda-gpt2-decode 60 "$PY" $REF/gpt2_decode.py --device cuda --steps 3 --warmup 1
-[ -n "$TCH" ] && LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-gpt2-decode 60 "$TCH" bench gpt2-decode --backend tch --device-index 0 $GPT
+[ -n "$TCH" ] && tch_step tch-gpt2-decode 60 "$TCH" bench gpt2-decode --backend tch --device-index 0 $GPT
 [ -x "$FUSION" ] && step fusion-resnet18-train-b64 90 "$FUSION" bench resnet18-train --backend cuda $RESNET --batch-size 64
 step pytorch-cuda-resnet18-train-b64 60 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 64
-[ -n "$TCH" ] && LD_LIBRARY_PATH="$TORCH_LIB:$LD_LIBRARY_PATH" step tch-resnet18-train-b64 60 "$TCH" bench resnet18-train --backend tch --device-index 0 $RESNET --batch-size 64
+[ -n "$TCH" ] && tch_step tch-resnet18-train-b64 60 "$TCH" bench resnet18-train --backend tch --device-index 0 $RESNET --batch-size 64
 [ -x "$FUSION" ] && step fusion-cnn-train-b256 60 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 256
 step pytorch-cuda-cnn-train-b256 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 256
 [ -x "$FUSION" ] && STRATA_DATA_DIR="$HERE/data" step fusion-lstm-train 60 "$FUSION" bench lstm-train --backend cuda --format json --steps 50 --warmup 5
