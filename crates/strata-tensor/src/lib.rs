@@ -5,6 +5,7 @@
 //! - [`seed`]: one call that makes a run reproducible on a backend;
 //! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`parity`]: how far the same computation on two backends is apart;
+//! - [`simd`]: running a CPU kernel compiled for the machine's best instruction set;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
 //! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`);
 //! - [`generate`]: text generation for every text model (HF `generate` semantics: repetition
@@ -20,6 +21,7 @@ pub mod generate;
 pub mod names;
 pub mod ops;
 pub mod parity;
+pub mod simd;
 pub mod weights;
 
 pub use backend::{BackendError, BackendKind, first_compiled_device, select_device};

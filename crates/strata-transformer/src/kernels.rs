@@ -16,6 +16,7 @@ use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 use half::bf16;
+use strata_tensor::simd::{Vectorized, vectorized};
 
 /// Rows up to which a bf16 product streams the weight once per row rather than converting it.
 #[cfg(feature = "flex")]
@@ -89,12 +90,30 @@ pub fn matvec_bf16(x: &[f32], w: &[bf16], y: &mut [f32]) {
     y.par_chunks_mut(rows_per_task)
         .zip(w.par_chunks(rows_per_task * d_in))
         .for_each(|(y_block, w_block)| {
-            pulp::Arch::new().dispatch(|| {
-                for (y, row) in y_block.iter_mut().zip(w_block.chunks_exact(d_in)) {
-                    *y = dot_bf16(x, row);
-                }
+            vectorized(Rows {
+                x,
+                w: w_block,
+                y: y_block,
             });
         });
+}
+
+/// The dot products of a block of rows with `x`, one per output (see [`matvec_bf16`]).
+struct Rows<'a> {
+    x: &'a [f32],
+    w: &'a [bf16],
+    y: &'a mut [f32],
+}
+
+impl Vectorized for Rows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for (y, row) in self.y.iter_mut().zip(self.w.chunks_exact(self.x.len())) {
+            *y = dot_bf16(self.x, row);
+        }
+    }
 }
 
 /// Lanes of the running sums: four AVX2 registers (two AVX-512 ones) of independent sums, so
@@ -103,7 +122,7 @@ pub fn matvec_bf16(x: &[f32], w: &[bf16], y: &mut [f32]) {
 const LANES: usize = 32;
 
 /// `x · w` with `w` in bf16, in plain loops that the compiler vectorises for the instruction
-/// set `pulp` dispatched to (inlined into it). bf16 → f32 is a 16-bit shift.
+/// set [`vectorized`] runs (inlined into it). bf16 → f32 is a 16-bit shift.
 #[inline(always)]
 fn dot_bf16(x: &[f32], w: &[bf16]) -> f32 {
     let widen = |b: bf16| f32::from_bits((b.to_bits() as u32) << 16);

@@ -8,6 +8,7 @@ pub mod pool;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::DType;
+use strata_tensor::simd::{Vectorized, vectorized};
 
 /// Whether our kernels run for `x`: on flex, in f32.
 pub fn available<const D: usize>(x: &Tensor<D>) -> bool {
@@ -40,29 +41,4 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
         .to_vec()
         .try_into()
         .unwrap_or_else(|_| panic!("expected a 4-D tensor, got {:?}", t.shape()))
-}
-
-/// A loop to compile once per instruction set (AVX2, AVX-512, ...) and run in the CPU's best:
-/// [`vectorized`] passes it to `pulp`, whose per-instruction-set entry points inline `run`,
-/// so that the plain loops in it vectorise for each. (A closure is not inlined there, so
-/// each kernel is a struct.)
-trait Vectorized {
-    type Output;
-    fn run(self) -> Self::Output;
-}
-
-struct Simd<K>(K);
-
-impl<K: Vectorized> pulp::WithSimd for Simd<K> {
-    type Output = K::Output;
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> K::Output {
-        self.0.run()
-    }
-}
-
-/// Runs `kernel` compiled for the CPU's instruction set.
-fn vectorized<K: Vectorized>(kernel: K) -> K::Output {
-    pulp::Arch::new().dispatch(Simd(kernel))
 }
