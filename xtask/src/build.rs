@@ -146,7 +146,10 @@ pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
 /// Builds and runs a tch binary with the LibTorch of `torch`: torch-sys asks the venv's Python
 /// where it is, and the binary is told which release that is.
 fn torch_env(cmd: &mut Command, torch: &Torch) {
-    cmd.env("LIBTORCH_USE_PYTORCH", "1");
+    // torch-sys only checks that this is set, and reruns its build script when the value changes
+    // (not when the venv behind `python` moves): the venv's path as the value relinks a build
+    // whose venv moved, which `1` would not.
+    cmd.env("LIBTORCH_USE_PYTORCH", &torch.venv);
     // strata checks at run time that it loaded this release (strata-tensor's backend.rs).
     cmd.env("STRATA_LIBTORCH_VERSION", &torch.version);
     prepend_path(cmd, "PATH", &torch.venv.join("bin"));
