@@ -22,6 +22,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Slice};
+use strata_tensor::simd;
 
 /// An LSTM layer over a whole sequence as one operation.
 #[backend_extension(Flex, Autodiff)]
@@ -146,11 +147,11 @@ impl LstmCell for Flex {
             // One simple loop per quantity: each vectorises.
             for (out, z) in [(&mut *gi, zi), (&mut *gf, zf), (&mut *go, zo)] {
                 for (y, &x) in out.iter_mut().zip(z) {
-                    *y = cpu::sigmoid(x);
+                    *y = simd::sigmoid(x);
                 }
             }
             for (y, &x) in gg.iter_mut().zip(zg) {
-                *y = cpu::tanh(x);
+                *y = simd::tanh(x);
             }
             for ((((c, &c_prev), &f), &i), &g) in
                 c.iter_mut().zip(c_prev).zip(&*gf).zip(&*gi).zip(&*gg)
@@ -158,7 +159,7 @@ impl LstmCell for Flex {
                 *c = f * c_prev + i * g;
             }
             for ((h, &c), &o) in h.iter_mut().zip(&*c).zip(&*go) {
-                *h = o * cpu::tanh(c);
+                *h = o * simd::tanh(c);
             }
         }
         (
@@ -198,7 +199,7 @@ impl LstmCell for Flex {
             // tanh(c) first, in a loop of its own (it vectorises); then plain arithmetic.
             let mut tanh_c = vec![0.0f32; hidden];
             for (t, &c) in tanh_c.iter_mut().zip(c) {
-                *t = cpu::tanh(c);
+                *t = simd::tanh(c);
             }
             let (gi, gf, gg, go) = (&gi[..hidden], &gf[..hidden], &gg[..hidden], &go[..hidden]);
             let (di, df, dg, d_o) = (
@@ -245,64 +246,6 @@ fn flex_tensor<const D: usize>(
     shape: [usize; D],
 ) -> burn::backend::flex::FlexTensor {
     burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
-}
-
-/// `exp`, `σ` and `tanh` in plain arithmetic that the compiler turns into SIMD code over a
-/// loop (libm's are one number at a time). `exp` is Cephes' `expf` (relative error below
-/// 2e-7 over its range).
-mod cpu {
-    #[inline(always)]
-    pub fn exp(x: f32) -> f32 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        let x = x.clamp(-87.3, 88.3);
-        // Round to nearest by adding 1.5 × 2²³ (|x log2 e| < 128 here): the sum's low bits
-        // are then n itself, so 2ⁿ is built with integer operations. Neither `floor` nor a
-        // float-to-int cast (which saturates) is needed, and the loop vectorises on any x86-64.
-        const ROUND: f32 = 12_582_912.0;
-        let t = x * LOG2E + ROUND;
-        let n = t - ROUND;
-        let pow2n =
-            f32::from_bits((t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
-        let r = x - n * LN2_HI - n * LN2_LO;
-        let mut p = 1.987_569_1e-4f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let y = p * r * r + r + 1.0;
-        y * pow2n
-    }
-
-    #[inline(always)]
-    pub fn sigmoid(x: f32) -> f32 {
-        1.0 / (1.0 + exp(-x))
-    }
-
-    #[inline(always)]
-    pub fn tanh(x: f32) -> f32 {
-        2.0 * sigmoid(2.0 * x) - 1.0
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn close_to_libm() {
-            let mut worst = [0.0f32; 3];
-            for k in -4000..=4000 {
-                let x = k as f32 * 0.01;
-                let s = 1.0 / (1.0 + (-x).exp());
-                worst[0] = worst[0].max(((super::exp(x) - x.exp()) / x.exp()).abs());
-                worst[1] = worst[1].max((super::sigmoid(x) - s).abs());
-                worst[2] = worst[2].max((super::tanh(x) - x.tanh()).abs());
-            }
-            assert!(worst[0] < 3e-7, "exp: {}", worst[0]);
-            assert!(worst[1] < 2e-7, "sigmoid: {}", worst[1]);
-            assert!(worst[2] < 4e-7, "tanh: {}", worst[2]);
-        }
-    }
 }
 
 /// What the backward pass needs from the forward one.

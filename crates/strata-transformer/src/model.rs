@@ -211,23 +211,13 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = self.c_fc.forward(x);
         let hidden = match self.activation.0 {
-            Activation::GeluTanh => gelu_tanh(hidden),
+            Activation::GeluTanh => crate::gelu::gelu_tanh(hidden),
             Activation::Gelu => activation::gelu(hidden),
             Activation::Relu => activation::relu(hidden),
             Activation::Silu => activation::silu(hidden),
         };
         self.dropout.forward(self.c_proj.forward(hidden))
     }
-}
-
-/// GELU's tanh approximation, as GPT-2 (`gelu_new`): `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`,
-/// computed as `x σ(2 √(2/π) (x + 0.044715 x³))` (the same function: `1 + tanh(u) = 2 σ(2u)`),
-/// since a sigmoid costs one `exp` where `tanh` costs far more on the CPU.
-pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
-    let cube = x.clone() * x.clone() * x.clone();
-    let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
-    x * activation::sigmoid(inner)
 }
 
 /// One pre-LayerNorm Transformer block.
