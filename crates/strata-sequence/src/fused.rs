@@ -132,10 +132,77 @@ impl LstmCell for Flex {
         let mut gates = vec![0.0f32; batch * 4 * hidden];
         let mut c = vec![0.0f32; batch * hidden];
         let mut h = vec![0.0f32; batch * hidden];
+        simd::vectorized(CellForward {
+            hidden,
+            z: &z,
+            c_prev: &c_prev,
+            gates: &mut gates,
+            c: &mut c,
+            h: &mut h,
+        });
+        (
+            flex_tensor(gates, [batch, 4 * hidden]),
+            flex_tensor(c, [batch, hidden]),
+            flex_tensor(h, [batch, hidden]),
+        )
+    }
+
+    fn lstm_cell_backward(
+        gates: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        c_prev: FloatTensor<Self>,
+        dh: FloatTensor<Self>,
+        dc: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [batch, hidden] = dims::<Self>(&c)[..] else {
+            unreachable!("c is [batch, hidden]")
+        };
+        let (gates, c, c_prev) = (flex_values(&gates), flex_values(&c), flex_values(&c_prev));
+        let (dh, dc) = (flex_values(&dh), flex_values(&dc));
+        let mut dz = vec![0.0f32; batch * 4 * hidden];
+        let mut dc_prev = vec![0.0f32; batch * hidden];
+        simd::vectorized(CellBackward {
+            hidden,
+            gates: &gates,
+            c: &c,
+            c_prev: &c_prev,
+            dh: &dh,
+            dc: &dc,
+            dz: &mut dz,
+            dc_prev: &mut dc_prev,
+        });
+        (
+            flex_tensor(dz, [batch, 4 * hidden]),
+            flex_tensor(dc_prev, [batch, hidden]),
+        )
+    }
+}
+
+/// The forward pass of an LSTM step, `[batch, 4 hidden]` pre-activations to the gates, `c` and
+/// `h`, compiled for the CPU's instruction set.
+struct CellForward<'a> {
+    hidden: usize,
+    z: &'a [f32],
+    c_prev: &'a [f32],
+    gates: &'a mut [f32],
+    c: &'a mut [f32],
+    h: &'a mut [f32],
+}
+
+impl simd::Vectorized for CellForward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let (hidden, z, c_prev) = (self.hidden, self.z, self.c_prev);
         let rows = z
             .chunks_exact(4 * hidden)
-            .zip(gates.chunks_exact_mut(4 * hidden))
-            .zip(c.chunks_exact_mut(hidden).zip(h.chunks_exact_mut(hidden)))
+            .zip(self.gates.chunks_exact_mut(4 * hidden))
+            .zip(
+                self.c
+                    .chunks_exact_mut(hidden)
+                    .zip(self.h.chunks_exact_mut(hidden)),
+            )
             .zip(c_prev.chunks_exact(hidden));
         for (((z, gates), (c, h)), c_prev) in rows {
             let (zi, rest) = z.split_at(hidden);
@@ -162,33 +229,34 @@ impl LstmCell for Flex {
                 *h = o * simd::tanh(c);
             }
         }
-        (
-            flex_tensor(gates, [batch, 4 * hidden]),
-            flex_tensor(c, [batch, hidden]),
-            flex_tensor(h, [batch, hidden]),
-        )
     }
+}
 
-    fn lstm_cell_backward(
-        gates: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        c_prev: FloatTensor<Self>,
-        dh: FloatTensor<Self>,
-        dc: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let [batch, hidden] = dims::<Self>(&c)[..] else {
-            unreachable!("c is [batch, hidden]")
-        };
-        let (gates, c, c_prev) = (flex_values(&gates), flex_values(&c), flex_values(&c_prev));
-        let (dh, dc) = (flex_values(&dh), flex_values(&dc));
-        let mut dz = vec![0.0f32; batch * 4 * hidden];
-        let mut dc_prev = vec![0.0f32; batch * hidden];
+/// The backward pass of an LSTM step: the pre-activations' and `c_prev`'s gradients.
+struct CellBackward<'a> {
+    hidden: usize,
+    gates: &'a [f32],
+    c: &'a [f32],
+    c_prev: &'a [f32],
+    dh: &'a [f32],
+    dc: &'a [f32],
+    dz: &'a mut [f32],
+    dc_prev: &'a mut [f32],
+}
+
+impl simd::Vectorized for CellBackward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let (hidden, gates, c, c_prev) = (self.hidden, self.gates, self.c, self.c_prev);
+        let (dh, dc) = (self.dh, self.dc);
         let rows = gates
             .chunks_exact(4 * hidden)
-            .zip(dz.chunks_exact_mut(4 * hidden))
+            .zip(self.dz.chunks_exact_mut(4 * hidden))
             .zip(c.chunks_exact(hidden).zip(c_prev.chunks_exact(hidden)))
             .zip(dh.chunks_exact(hidden).zip(dc.chunks_exact(hidden)))
-            .zip(dc_prev.chunks_exact_mut(hidden));
+            .zip(self.dc_prev.chunks_exact_mut(hidden));
         for ((((g4, dz), (c, c_prev)), (dh, dc_in)), dc_prev) in rows {
             let (gi, rest) = g4.split_at(hidden);
             let (gf, rest) = rest.split_at(hidden);
@@ -220,10 +288,6 @@ impl LstmCell for Flex {
                 dc_prev[j] = dcj * f;
             }
         }
-        (
-            flex_tensor(dz, [batch, 4 * hidden]),
-            flex_tensor(dc_prev, [batch, hidden]),
-        )
     }
 }
 
