@@ -22,6 +22,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Slice};
+use strata_tensor::flex::{contiguous, tensor, values};
 use strata_tensor::simd;
 
 /// An LSTM layer over a whole sequence as one operation.
@@ -128,22 +129,22 @@ impl LstmCell for Flex {
         let [batch, hidden] = dims::<Self>(&c_prev)[..] else {
             unreachable!("c is [batch, hidden]")
         };
-        let (z, c_prev) = (flex_values(&z), flex_values(&c_prev));
+        let (z, c_prev) = (contiguous(&z), contiguous(&c_prev));
         let mut gates = vec![0.0f32; batch * 4 * hidden];
         let mut c = vec![0.0f32; batch * hidden];
         let mut h = vec![0.0f32; batch * hidden];
         simd::vectorized(CellForward {
             hidden,
-            z: &z,
-            c_prev: &c_prev,
+            z: values(&z),
+            c_prev: values(&c_prev),
             gates: &mut gates,
             c: &mut c,
             h: &mut h,
         });
         (
-            flex_tensor(gates, [batch, 4 * hidden]),
-            flex_tensor(c, [batch, hidden]),
-            flex_tensor(h, [batch, hidden]),
+            tensor(gates, [batch, 4 * hidden]),
+            tensor(c, [batch, hidden]),
+            tensor(h, [batch, hidden]),
         )
     }
 
@@ -157,23 +158,23 @@ impl LstmCell for Flex {
         let [batch, hidden] = dims::<Self>(&c)[..] else {
             unreachable!("c is [batch, hidden]")
         };
-        let (gates, c, c_prev) = (flex_values(&gates), flex_values(&c), flex_values(&c_prev));
-        let (dh, dc) = (flex_values(&dh), flex_values(&dc));
+        let (gates, c, c_prev) = (contiguous(&gates), contiguous(&c), contiguous(&c_prev));
+        let (dh, dc) = (contiguous(&dh), contiguous(&dc));
         let mut dz = vec![0.0f32; batch * 4 * hidden];
         let mut dc_prev = vec![0.0f32; batch * hidden];
         simd::vectorized(CellBackward {
             hidden,
-            gates: &gates,
-            c: &c,
-            c_prev: &c_prev,
-            dh: &dh,
-            dc: &dc,
+            gates: values(&gates),
+            c: values(&c),
+            c_prev: values(&c_prev),
+            dh: values(&dh),
+            dc: values(&dc),
             dz: &mut dz,
             dc_prev: &mut dc_prev,
         });
         (
-            flex_tensor(dz, [batch, 4 * hidden]),
-            flex_tensor(dc_prev, [batch, hidden]),
+            tensor(dz, [batch, 4 * hidden]),
+            tensor(dc_prev, [batch, hidden]),
         )
     }
 }
@@ -289,27 +290,6 @@ impl simd::Vectorized for CellBackward<'_> {
             }
         }
     }
-}
-
-/// A flex tensor's numbers, in row-major order (borrowed when it is contiguous).
-fn flex_values(t: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(values) => std::borrow::Cow::Borrowed(values),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("an f32 tensor, contiguous")
-                .to_vec(),
-        ),
-    }
-}
-
-/// A flex tensor made from `values` without copying them.
-fn flex_tensor<const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-) -> burn::backend::flex::FlexTensor {
-    burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
 }
 
 /// What the backward pass needs from the forward one.

@@ -5,6 +5,7 @@
 //! - [`seed`]: one call that makes a run reproducible on a backend;
 //! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`parity`]: how far the same computation on two backends is apart;
+//! - `flex` (with the `flex` feature): the slices behind flex tensors, for CPU kernels;
 //! - [`simd`]: running a CPU kernel compiled for the machine's best instruction set;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
 //! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`);
@@ -17,6 +18,8 @@
 pub use burn;
 
 pub mod backend;
+#[cfg(feature = "flex")]
+pub mod flex;
 pub mod generate;
 pub mod names;
 pub mod ops;

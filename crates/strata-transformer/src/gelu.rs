@@ -48,8 +48,8 @@ mod flex {
     use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
-    use burn::prelude::*;
     use rayon::prelude::*;
+    use strata_tensor::flex::{contiguous, tensor, values};
     use strata_tensor::simd::{Vectorized, sigmoid, vectorized};
 
     use super::{CUBIC, TWO_SQRT_2_OVER_PI};
@@ -71,26 +71,13 @@ mod flex {
     /// stays in the L2 cache.
     const CHUNK: usize = 1 << 14;
 
-    /// `x` itself when it is contiguous, else a contiguous copy.
-    fn contiguous(x: &FlexTensor) -> FlexTensor {
-        if x.as_slice::<f32>().is_some() {
-            x.clone()
-        } else {
-            x.to_contiguous()
-        }
-    }
-
-    fn values(x: &FlexTensor) -> &[f32] {
-        x.as_slice::<f32>().expect("an f32 tensor, made contiguous")
-    }
-
     fn forward(x: &FlexTensor) -> FlexTensor {
         let x = contiguous(x);
         let mut y = vec![0f32; values(&x).len()];
         y.par_chunks_mut(CHUNK)
             .zip(values(&x).par_chunks(CHUNK))
             .for_each(|(y, x)| vectorized(Forward { x, y }));
-        FlexTensor::from_data(TensorData::new(y, x.shape()))
+        tensor(y, x.shape())
     }
 
     /// `dx = dy · d/dx (x σ(u))` from the input `x` and the output's gradient `dy`.
@@ -101,7 +88,7 @@ mod flex {
             .zip(values(&x).par_chunks(CHUNK))
             .zip(values(&dy).par_chunks(CHUNK))
             .for_each(|((dx, x), dy)| vectorized(Backward_ { x, dy, dx }));
-        FlexTensor::from_data(TensorData::new(dx, x.shape()))
+        tensor(dx, x.shape())
     }
 
     /// `u = 2 √(2/π) (x + 0.044715 x³)`.

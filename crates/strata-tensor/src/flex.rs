@@ -1,0 +1,43 @@
+//! The slices behind flex tensors, for CPU kernels written as Burn backend extensions.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{Shape, TensorData};
+
+/// `t` itself when it is contiguous, else a contiguous copy.
+pub fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The numbers of a contiguous f32 tensor (see [`contiguous`]).
+///
+/// # Panics
+/// When `t` is not contiguous or not f32.
+pub fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("an f32 tensor, made contiguous")
+}
+
+/// A flex tensor made from `values` without copying them.
+pub fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::TensorMetadata;
+
+    #[test]
+    fn a_transposed_view_is_copied_in_its_own_order() {
+        let t = tensor(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+        assert_eq!(values(&contiguous(&t)), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let t = t.transpose(0, 1);
+        assert!(t.as_slice::<f32>().is_none());
+        let c = contiguous(&t);
+        assert_eq!(c.shape().to_vec(), [3, 2]);
+        assert_eq!(values(&c), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+}
