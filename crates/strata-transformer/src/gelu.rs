@@ -76,7 +76,7 @@ mod flex {
         let mut y = vec![0f32; values(&x).len()];
         y.par_chunks_mut(CHUNK)
             .zip(values(&x).par_chunks(CHUNK))
-            .for_each(|(y, x)| vectorized(Forward { x, y }));
+            .for_each(|(y, x)| vectorized(Value { x, y }));
         tensor(y, x.shape())
     }
 
@@ -87,7 +87,7 @@ mod flex {
         dx.par_chunks_mut(CHUNK)
             .zip(values(&x).par_chunks(CHUNK))
             .zip(values(&dy).par_chunks(CHUNK))
-            .for_each(|((dx, x), dy)| vectorized(Backward_ { x, dy, dx }));
+            .for_each(|((dx, x), dy)| vectorized(Derivative { x, dy, dx }));
         tensor(dx, x.shape())
     }
 
@@ -97,12 +97,13 @@ mod flex {
         TWO_SQRT_2_OVER_PI * (x + CUBIC * x * x * x)
     }
 
-    struct Forward<'a> {
+    /// `y = x σ(u)`.
+    struct Value<'a> {
         x: &'a [f32],
         y: &'a mut [f32],
     }
 
-    impl Vectorized for Forward<'_> {
+    impl Vectorized for Value<'_> {
         type Output = ();
 
         #[inline(always)]
@@ -114,13 +115,13 @@ mod flex {
     }
 
     /// `d/dx (x σ(u)) = σ(u) + x σ(u) (1 - σ(u)) u'`, with `u' = 2 √(2/π) (1 + 3 · 0.044715 x²)`.
-    struct Backward_<'a> {
+    struct Derivative<'a> {
         x: &'a [f32],
         dy: &'a [f32],
         dx: &'a mut [f32],
     }
 
-    impl Vectorized for Backward_<'_> {
+    impl Vectorized for Derivative<'_> {
         type Output = ();
 
         #[inline(always)]
