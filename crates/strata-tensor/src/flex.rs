@@ -1,7 +1,12 @@
 //! The slices behind flex tensors, for CPU kernels written as Burn backend extensions.
 
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{Shape, TensorData};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+
+/// Whether a flex kernel of ours runs for `x`: an f32 tensor on flex (autodiff or not).
+pub fn available<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && x.device().clone().inner() == Device::flex()
+}
 
 /// `t` itself when it is contiguous, else a contiguous copy.
 pub fn contiguous(t: &FlexTensor) -> FlexTensor {
@@ -39,5 +44,13 @@ mod tests {
         let c = contiguous(&t);
         assert_eq!(c.shape().to_vec(), [3, 2]);
         assert_eq!(values(&c), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn kernels_are_available_for_f32_on_flex_with_or_without_autodiff() {
+        let x = Tensor::<1>::from_floats([1.0, 2.0], &Device::flex());
+        assert!(available(&x));
+        assert!(available(&x.clone().autodiff()));
+        assert!(!available(&x.cast(DType::F64)));
     }
 }

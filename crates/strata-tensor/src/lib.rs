@@ -5,7 +5,8 @@
 //! - [`seed`]: one call that makes a run reproducible on a backend;
 //! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`parity`]: how far the same computation on two backends is apart;
-//! - `flex` (with the `flex` feature): the slices behind flex tensors, for CPU kernels;
+//! - `flex` (with the `flex` feature): where our CPU kernels run, and the slices behind flex
+//!   tensors that they read and write;
 //! - [`simd`]: running a CPU kernel compiled for the machine's best instruction set;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
 //! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`);

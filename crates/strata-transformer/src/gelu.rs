@@ -22,7 +22,7 @@ const CUBIC: f32 = 0.044715;
 /// GELU's tanh approximation of `x`, elementwise (see the module).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if x.dtype() == burn::tensor::DType::F32 && x.device().clone().inner() == Device::flex() {
+    if strata_tensor::flex::available(&x) {
         let y = <burn::backend::Dispatch as flex::GeluOps>::gelu_tanh(x.into_dispatch());
         return Tensor::from_dispatch(y);
     }

@@ -32,7 +32,7 @@ pub fn project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 /// weight-only kernel on flex for a few rows, else `w_t` cast to f32 and Burn's matmul.
 pub fn project_bf16(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "flex")]
-    if x.dims()[0] <= STREAM_ROWS && x.device().clone().inner() == Device::flex() {
+    if x.dims()[0] <= STREAM_ROWS && strata_tensor::flex::available(&x) {
         let out = <burn::backend::Dispatch as WeightOnlyOps>::matmul_bf16_weight(
             x.into_dispatch(),
             w_t.into_dispatch(),

@@ -6,15 +6,9 @@ pub mod dropout;
 pub mod pool;
 
 use burn::backend::flex::FlexTensor;
-use burn::prelude::*;
-use burn::tensor::DType;
+pub use strata_tensor::flex::available;
 use strata_tensor::flex::{contiguous, tensor, values};
 use strata_tensor::simd::{Vectorized, vectorized};
-
-/// Whether our kernels run for `x`: on flex, in f32.
-pub fn available<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && x.device().clone().inner() == Device::flex()
-}
 
 /// The 4 dimensions of `t`.
 fn dims4(t: &FlexTensor) -> [usize; 4] {
