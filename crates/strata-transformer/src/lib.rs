@@ -6,10 +6,13 @@
 //! - [`load`]: model dirs and Hub ids, both key layouts of GPT-2 checkpoints;
 //! - [`tokenizer`]: the `tokenizers` crate (GPT-2's byte-level BPE, or characters);
 //! - [`generate`]: GPT-2 as a decoder of `strata_tensor::generate`, in f32 or bf16 weights;
+//! - [`attention`]: causal self-attention, one operation each way on flex (a Burn backend
+//!   extension);
 //! - [`gelu`]: GELU's tanh approximation, one pass each way on flex (a Burn backend extension);
 //! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension);
 //! - [`selftest`]: GPT-2's part of `strata selftest` (this backend against another).
 
+pub mod attention;
 pub mod bench;
 pub mod config;
 pub mod eval;

@@ -29,10 +29,9 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
+use crate::attention::{attend, causal_self_attention, merge_heads, split_heads};
 use crate::config::{Activation, Gpt2Config};
 
 /// GPT-2's linear layer (`transformers.pytorch_utils.Conv1D`): `y = x · W + b` with `W` stored
@@ -139,37 +138,26 @@ impl Attention {
         x: Tensor<3>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let [b, t, e] = x.dims();
-        let h = self.n_head;
-        let heads = |m: Tensor<3>| m.reshape([b, t, h, e / h]).swap_dims(1, 2);
         let qkv = self.c_attn.forward(x);
-        let q = heads(qkv.clone().narrow(2, 0, e));
-        let mut k = heads(qkv.clone().narrow(2, e, e));
-        let mut v = heads(qkv.narrow(2, 2 * e, e));
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
+        let dropout = self.attn_dropout.prob > 0.0 && qkv.device().is_autodiff();
+        let y = match cache {
+            None if !dropout => causal_self_attention(qkv, self.n_head, self.scale),
+            cache => {
+                let [q, mut k, mut v] = split_heads(qkv, self.n_head);
+                if let Some(slot) = cache {
+                    if let Some((pk, pv)) = slot.take() {
+                        k = Tensor::cat(vec![pk, k], 2);
+                        v = Tensor::cat(vec![pv, v], 2);
+                    }
+                    *slot = Some((k.clone(), v.clone()));
+                }
+                merge_heads(if dropout {
+                    self.attend_with_dropout(q, k, v)
+                } else {
+                    attend(q, k, v, self.scale)
+                })
             }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let y = if self.attn_dropout.prob > 0.0 && q.device().is_autodiff() {
-            self.attend_with_dropout(q, k, v)
-        } else {
-            attention(
-                q,
-                k,
-                v,
-                None,
-                None,
-                AttentionModuleOptions {
-                    scale: Some(self.scale),
-                    softcap: None,
-                    is_causal: true,
-                },
-            )
         };
-        let y = y.swap_dims(1, 2).reshape([b, t, e]);
         self.resid_dropout.forward(self.c_proj.forward(y))
     }
 
@@ -463,31 +451,13 @@ mod tests {
             burn::tensor::Distribution::Normal(0.0, 1.0),
             &device,
         );
-        let [b, t, e] = x.dims();
-        let qkv = attn.c_attn.forward(x);
-        let heads = |m: Tensor<3>| m.reshape([b, t, 4, e / 4]).swap_dims(1, 2);
-        let (q, k, v) = (
-            heads(qkv.clone().narrow(2, 0, e)),
-            heads(qkv.clone().narrow(2, e, e)),
-            heads(qkv.narrow(2, 2 * e, e)),
-        );
+        let [q, k, v] = split_heads(attn.c_attn.forward(x), 4);
         let manual = Attention {
             attn_dropout: DropoutConfig::new(0.0).init(),
             ..attn.clone()
         }
         .attend_with_dropout(q.clone(), k.clone(), v.clone());
-        let fused = attention(
-            q,
-            k,
-            v,
-            None,
-            None,
-            AttentionModuleOptions {
-                scale: Some(attn.scale),
-                softcap: None,
-                is_causal: true,
-            },
-        );
+        let fused = attend(q, k, v, attn.scale);
         manual
             .into_data()
             .assert_approx_eq::<f32>(&fused.into_data(), burn::tensor::Tolerance::absolute(1e-5));
