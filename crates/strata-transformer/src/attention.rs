@@ -16,7 +16,8 @@
 //! query's row of scores, softmax and weighted sum of values at once, and writes its part of
 //! `y`. Its `Autodiff` implementation keeps only `qkv` and recomputes the probabilities in the
 //! backward pass, one query row at a time (as FlashAttention does), so no `[time, time]` matrix
-//! per head is kept between the passes. Elsewhere the same function runs as Burn's operations
+//! per head is kept between the passes. Elsewhere, and on flex without autodiff (which has a
+//! fused attention kernel of its own), the same function runs as Burn's operations
 //! ([`causal_self_attention_ops`]).
 
 use burn::prelude::*;
@@ -26,9 +27,13 @@ use burn::tensor::ops::AttentionModuleOptions;
 /// Causal self-attention of `n_head` heads over `qkv` `[batch, time, 3 n_embd]` (queries, keys
 /// and values side by side, each `n_head` heads wide), scores scaled by `scale`:
 /// `[batch, time, n_embd]`, the heads' outputs side by side.
+///
+/// Our operation runs where Burn has none with a backward pass: on flex with autodiff
+/// (training). Without autodiff flex's own fused attention (a tiled kernel over its matrix
+/// products, faster on long contexts) runs, through [`causal_self_attention_ops`].
 pub fn causal_self_attention(qkv: Tensor<3>, n_head: usize, scale: f64) -> Tensor<3> {
     #[cfg(feature = "flex")]
-    if strata_tensor::flex::available(&qkv) {
+    if strata_tensor::flex::available(&qkv) && qkv.device().is_autodiff() {
         let y = <burn::backend::Dispatch as flex::AttentionOps>::causal_self_attention(
             qkv.into_dispatch(),
             n_head,
@@ -396,7 +401,13 @@ mod tests {
                 } else {
                     qkv
                 };
-                let ours = causal_self_attention(qkv.clone(), n_head, scale);
+                let ours = Tensor::from_dispatch(
+                    <burn::backend::Dispatch as AttentionOps>::causal_self_attention(
+                        qkv.clone().into_dispatch(),
+                        n_head,
+                        scale as f32,
+                    ),
+                );
                 let reference = causal_self_attention_ops(qkv.clone(), n_head, scale);
                 assert_eq!(ours.dims(), [b, t, e]);
                 ours.clone().into_data().assert_approx_eq::<f32>(
@@ -424,7 +435,7 @@ mod tests {
     /// keys and values leaves every earlier output as it was.
     #[test]
     fn the_future_is_masked() {
-        let device = Device::flex();
+        let device = Device::flex().autodiff();
         strata_tensor::seed(&device, 9);
         let qkv = Tensor::<3>::random([1, 6, 12], Distribution::Normal(0.0, 1.0), &device);
         let changed = qkv

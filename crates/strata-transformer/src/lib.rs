@@ -9,6 +9,7 @@
 //! - [`attention`]: causal self-attention, one operation each way on flex (a Burn backend
 //!   extension);
 //! - [`gelu`]: GELU's tanh approximation, one pass each way on flex (a Burn backend extension);
+//! - [`layer_norm`]: GPT-2's LayerNorm, one pass each way on flex (a Burn backend extension);
 //! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension);
 //! - [`selftest`]: GPT-2's part of `strata selftest` (this backend against another).
 
@@ -19,6 +20,7 @@ pub mod eval;
 pub mod gelu;
 pub mod generate;
 pub mod kernels;
+pub mod layer_norm;
 pub mod load;
 pub mod model;
 pub mod selftest;

@@ -24,15 +24,14 @@
 
 use burn::module::{Module, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::activation;
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
 use crate::attention::{attend, causal_self_attention, merge_heads, split_heads};
 use crate::config::{Activation, Gpt2Config};
+use crate::layer_norm::LayerNorm;
 
 /// GPT-2's linear layer (`transformers.pytorch_utils.Conv1D`): `y = x · W + b` with `W` stored
 /// `[in, out]`, the transpose of `nn.Linear`'s.
@@ -241,11 +240,7 @@ impl Gpt2Config {
         let std = self.initializer_range;
         let proj_std = std / (2.0 * self.n_layer as f64).sqrt();
         let e = self.n_embd;
-        let norm = || {
-            LayerNormConfig::new(e)
-                .with_epsilon(self.layer_norm_epsilon)
-                .init(device)
-        };
+        let norm = || LayerNorm::new(e, self.layer_norm_epsilon, device);
         let embedding = |n: usize| {
             EmbeddingConfig::new(n, e)
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
