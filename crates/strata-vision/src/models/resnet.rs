@@ -17,12 +17,12 @@
 use burn::module::Initializer;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{LayerTap, ModelError};
-use crate::nn::Conv2d;
+use crate::nn::{Conv2d, batch_norm, batch_norm_config};
 
 /// Which residual block a ResNet is built of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +141,7 @@ impl ResNetConfig {
         let (layer1, layer2, layer3, layer4) = (stage(0), stage(1), stage(2), stage(3));
         Ok(ResNet {
             conv1: conv(self.in_channels, BASE_WIDTH, 7, 2, 3, device),
-            bn1: BatchNormConfig::new(BASE_WIDTH).init(device),
+            bn1: batch_norm_config(BASE_WIDTH).init(device),
             relu: Relu::new(),
             maxpool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
@@ -236,9 +236,7 @@ impl ResNet {
     }
 
     fn feature_map_traced(&self, images: Tensor<4>, tap: &mut LayerTap<'_>) -> Tensor<4> {
-        let x = self
-            .relu
-            .forward(self.bn1.forward(self.conv1.forward(images)));
+        let x = batch_norm(&self.bn1, self.conv1.forward(images), true);
         tap(
             "conv1 7×7/2 + bn1 + relu",
             &x.dims(),
@@ -297,7 +295,7 @@ impl Block {
         let downsample = if stride != 1 || in_channels != out {
             vec![
                 ShortcutPart::Conv(conv(in_channels, out, 1, stride, 0, device)),
-                ShortcutPart::Norm(BatchNormConfig::new(out).init(device)),
+                ShortcutPart::Norm(batch_norm_config(out).init(device)),
             ]
         } else {
             Vec::new()
@@ -305,19 +303,19 @@ impl Block {
         match kind {
             BlockKind::Basic => Self::Basic(BasicBlock {
                 conv1: conv(in_channels, width, 3, stride, 1, device),
-                bn1: BatchNormConfig::new(width).init(device),
+                bn1: batch_norm_config(width).init(device),
                 conv2: conv(width, width, 3, 1, 1, device),
-                bn2: BatchNormConfig::new(width).init(device),
+                bn2: batch_norm_config(width).init(device),
                 downsample,
                 relu: Relu::new(),
             }),
             BlockKind::Bottleneck => Self::Bottleneck(Bottleneck {
                 conv1: conv(in_channels, width, 1, 1, 0, device),
-                bn1: BatchNormConfig::new(width).init(device),
+                bn1: batch_norm_config(width).init(device),
                 conv2: conv(width, width, 3, stride, 1, device),
-                bn2: BatchNormConfig::new(width).init(device),
+                bn2: batch_norm_config(width).init(device),
                 conv3: conv(width, out, 1, 1, 0, device),
-                bn3: BatchNormConfig::new(out).init(device),
+                bn3: batch_norm_config(out).init(device),
                 downsample,
                 relu: Relu::new(),
             }),
@@ -347,7 +345,7 @@ pub enum ShortcutPart {
 fn shortcut(downsample: &[ShortcutPart], x: Tensor<4>) -> Tensor<4> {
     downsample.iter().fold(x, |x, part| match part {
         ShortcutPart::Conv(c) => c.forward(x),
-        ShortcutPart::Norm(n) => n.forward(x),
+        ShortcutPart::Norm(n) => batch_norm(n, x, false),
     })
 }
 
@@ -371,8 +369,8 @@ impl BasicBlock {
     /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, x.clone());
-        let out = self.relu.forward(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = batch_norm(&self.bn1, self.conv1.forward(x), true);
+        let out = batch_norm(&self.bn2, self.conv2.forward(out), false);
         self.relu.forward(out + identity)
     }
 }
@@ -401,9 +399,9 @@ impl Bottleneck {
     /// `relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x))`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, x.clone());
-        let out = self.relu.forward(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.relu.forward(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = batch_norm(&self.bn1, self.conv1.forward(x), true);
+        let out = batch_norm(&self.bn2, self.conv2.forward(out), true);
+        let out = batch_norm(&self.bn3, self.conv3.forward(out), false);
         self.relu.forward(out + identity)
     }
 }

@@ -1,5 +1,7 @@
 //! The operations under Strata's CNNs, with our own kernels and backward passes on flex:
 //!
+//! - [`batch_norm`](mod@batch_norm): Burn's `BatchNorm` module trained with our kernel, and the ReLU
+//!   after it fused in when asked;
 //! - [`conv`]: [`Conv2d`], the convolution layer of every CNN and ResNet (Burn's parameters,
 //!   our GEMM-shaped kernel), with the ReLU that follows it fused in when asked;
 //! - [`pool`]: max pooling over windows that do not overlap (LeNet's and the simple CNN's
@@ -10,12 +12,14 @@
 //! On the other backends, and for configurations the kernels do not cover, each falls back to
 //! Burn's own operation (the functions say where). [`flex`] holds the kernels.
 
+pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod pool;
 
+pub use batch_norm::{batch_norm, batch_norm_config};
 pub use conv::{Conv2d, Geometry, conv2d};
 pub use dropout::dropout;
 pub use pool::max_pool;

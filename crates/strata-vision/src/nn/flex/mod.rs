@@ -1,6 +1,7 @@
 //! The kernels of [`crate::nn`] on flex, each a Burn backend extension (`#[backend_extension]`)
 //! whose `Autodiff` implementation records one node with its own backward pass.
 
+pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 pub mod pool;
