@@ -120,10 +120,20 @@ fn feature_list<'a>(crates: impl IntoIterator<Item = &'a str>, backend: Backend)
     features.join(",")
 }
 
-/// Sets the environment `backend` needs at build and run time, and the bundled datasets dir.
+/// mimalloc's delay, in milliseconds, before it returns freed memory to the system.
+const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+
+/// Sets the environment `backend` needs at build and run time, the bundled datasets dir and
+/// the allocator's purge delay (unless set already).
 pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
     // The checkout's datasets/ (MNIST), whatever checkout built the binaries.
     cmd.env("STRATA_BUNDLED_DATASETS", root().join("datasets"));
+    // mimalloc hands memory that has been free for 1 s back to the system, so a training step
+    // longer than that (a ResNet's) gets every large buffer as fresh pages the kernel zeroes
+    // first: 12 % of a ResNet-18 step. Ten seconds keeps them between steps (docs/perf.md).
+    if env::var_os(PURGE_DELAY).is_none() {
+        cmd.env(PURGE_DELAY, "10000");
+    }
     match backend {
         Backend::Tch => torch_env(cmd, libtorch::torch()?),
         // cudarc loads the driver and NVRTC at run time, so no CUDA toolkit is needed to build;
