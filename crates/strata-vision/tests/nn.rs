@@ -253,9 +253,27 @@ fn max_pool_and_its_gradient_equal_burns_on_every_backend() {
             continue;
         };
         let device = device.autodiff();
-        // Even and odd sizes (a last row and column no window covers), 2×2 and 3×3 windows.
-        for (shape, k) in [([2, 3, 8, 8], 2), ([3, 2, 7, 9], 2), ([1, 4, 10, 11], 3)] {
-            let pool = MaxPool2dConfig::new([k, k]).with_strides([k, k]).init();
+        // Even and odd sizes (a last row and column no window covers), 2×2 and 3×3 windows that
+        // do not overlap; then strided, padded windows that do (a ResNet's 3×3/2 with padding
+        // 1, a 2×2 stride 1, a 5×3 with strides 2 and 1), whose maxima can share an input.
+        let cases = [
+            ([2, 3, 8, 8], [2, 2], [2, 2], 0),
+            ([3, 2, 7, 9], [2, 2], [2, 2], 0),
+            ([1, 4, 10, 11], [3, 3], [3, 3], 0),
+            ([2, 3, 12, 11], [3, 3], [2, 2], 1),
+            ([1, 2, 6, 7], [2, 2], [1, 1], 1),
+            ([2, 2, 9, 8], [5, 3], [2, 1], 2),
+        ];
+        for (shape, k, stride, pad) in cases {
+            let pool = MaxPool2dConfig::new(k)
+                .with_strides(stride)
+                .with_padding(burn::nn::PaddingConfig2d::Explicit(
+                    pad,
+                    pad.min(1),
+                    pad,
+                    pad.min(1),
+                ))
+                .init();
             let run = |ours: bool| {
                 let x = tensor(shape, 5, &device).require_grad();
                 let y = if ours {
@@ -271,12 +289,12 @@ fn max_pool_and_its_gradient_equal_burns_on_every_backend() {
             assert_close(
                 &ours.0,
                 &burn.0,
-                &format!("{kind} max-pool {shape:?} k{k} output"),
+                &format!("{kind} max-pool {shape:?} k{k:?} s{stride:?} p{pad} output"),
             );
             assert_close(
                 &ours.1,
                 &burn.1,
-                &format!("{kind} max-pool {shape:?} k{k} gradient"),
+                &format!("{kind} max-pool {shape:?} k{k:?} s{stride:?} p{pad} gradient"),
             );
         }
     }

@@ -22,7 +22,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{LayerTap, ModelError};
-use crate::nn::{Conv2d, batch_norm, batch_norm_config};
+use crate::nn::{Conv2d, batch_norm, batch_norm_config, max_pool};
 
 /// Which residual block a ResNet is built of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,7 +242,7 @@ impl ResNet {
             &x.dims(),
             self.conv1.num_params() + self.bn1.num_params(),
         );
-        let mut x = self.maxpool.forward(x);
+        let mut x = max_pool(&self.maxpool, x);
         tap("maxpool 3×3/2", &x.dims(), 0);
         let stages = [&self.layer1, &self.layer2, &self.layer3, &self.layer4];
         for (name, stage) in STAGES.iter().zip(stages) {

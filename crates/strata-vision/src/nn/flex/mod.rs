@@ -5,6 +5,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 pub mod pool;
+pub mod pool_window;
 
 use burn::backend::flex::FlexTensor;
 pub use strata_tensor::flex::available;

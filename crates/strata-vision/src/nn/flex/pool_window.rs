@@ -1,0 +1,224 @@
+//! Max pooling over windows that may overlap, with a stride and zero-cost padding (a ResNet's
+//! 3×3 pooling with stride 2 and padding 1), on flex (see [`crate::nn::pool`]).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
+
+/// The windows: `kernel`, `stride` and `padding` (rows, columns), padding at most half the
+/// kernel so that every window holds an input, and at most 256 taps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Windows {
+    /// The output's `[h, w]` for an input of `size` (floor mode).
+    pub fn output(&self, size: [usize; 2]) -> [usize; 2] {
+        [0, 1].map(|d| (size[d] + 2 * self.padding[d] - self.kernel[d]) / self.stride[d] + 1)
+    }
+
+    /// The taps `0..kernel` of output `o` along dimension `d` that fall inside an input `n` long.
+    fn taps(&self, d: usize, o: usize, n: usize) -> std::ops::Range<usize> {
+        let start = o * self.stride[d];
+        let first = self.padding[d].saturating_sub(start);
+        let last = (n + self.padding[d] - start).min(self.kernel[d]);
+        first..last
+    }
+}
+
+/// Max pooling over strided, padded windows as one operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait WindowPoolOps: Backend {
+    /// The maximum of each window of `x` `[batch, channels, h, w]` (padding never wins).
+    fn max_pool_windows(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+}
+
+impl WindowPoolOps for Flex {
+    fn max_pool_windows(
+        x: FlexTensor,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let windows = Windows {
+            kernel,
+            stride,
+            padding,
+        };
+        forward(&x, &windows).0
+    }
+}
+
+/// [`WindowPoolOps::max_pool_windows`] on Burn tensors.
+pub fn max_pool_windows(x: Tensor<4>, windows: Windows) -> Tensor<4> {
+    let Windows {
+        kernel,
+        stride,
+        padding,
+    } = windows;
+    let out = <burn::backend::Dispatch as WindowPoolOps>::max_pool_windows(
+        x.into_dispatch(),
+        kernel,
+        stride,
+        padding,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// The pooled output and, per output, the tap `i · kernel[1] + j` its maximum came from.
+fn forward(x: &FlexTensor, windows: &Windows) -> (FlexTensor, Vec<u8>) {
+    let [b, c, h, w] = dims4(x);
+    let [oh, ow] = windows.output([h, w]);
+    let x = contiguous(x);
+    let mut out = vec![0f32; b * c * oh * ow];
+    let mut codes = vec![0u8; out.len()];
+    out.par_chunks_mut((oh * ow).max(1))
+        .zip(codes.par_chunks_mut((oh * ow).max(1)))
+        .zip(values(&x).par_chunks((h * w).max(1)))
+        .for_each(|((out, codes), x)| {
+            vectorized(Plane {
+                x,
+                size: [h, w],
+                windows,
+                out,
+                codes,
+            })
+        });
+    (tensor(out, [b, c, oh, ow]), codes)
+}
+
+/// One channel's windows: the maxima into `out`, their taps into `codes` (the first maximum;
+/// a NaN wins, as in PyTorch).
+struct Plane<'a> {
+    x: &'a [f32],
+    size: [usize; 2],
+    windows: &'a Windows,
+    out: &'a mut [f32],
+    codes: &'a mut [u8],
+}
+
+impl Vectorized for Plane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            x,
+            size: [h, w],
+            windows,
+            out,
+            codes,
+        } = self;
+        let [ow, kw] = [windows.output([h, w])[1], windows.kernel[1]];
+        let rows = out
+            .chunks_exact_mut(ow.max(1))
+            .zip(codes.chunks_exact_mut(ow.max(1)));
+        for (oy, (out, codes)) in rows.enumerate() {
+            let ti = windows.taps(0, oy, h);
+            let y0 = oy * windows.stride[0];
+            for (ox, (m, code)) in out.iter_mut().zip(codes.iter_mut()).enumerate() {
+                let tj = windows.taps(1, ox, w);
+                let x0 = ox * windows.stride[1];
+                let (mut best, mut tap) = (f32::NEG_INFINITY, None);
+                for i in ti.clone() {
+                    let row = &x[(y0 + i - windows.padding[0]) * w..][..w];
+                    for j in tj.clone() {
+                        let v = row[x0 + j - windows.padding[1]];
+                        if tap.is_none() || v > best || (v.is_nan() && !best.is_nan()) {
+                            (best, tap) = (v, Some(i * kw + j));
+                        }
+                    }
+                }
+                *m = best;
+                *code = tap.unwrap_or(0) as u8;
+            }
+        }
+    }
+}
+
+/// What the backward pass keeps: each maximum's tap, the windows, the input's shape.
+type State = (std::sync::Arc<Vec<u8>>, Windows, [usize; 4]);
+
+/// Each output's gradient added at the input its maximum came from (windows that overlap can
+/// share one).
+fn backward(dy: &FlexTensor, (codes, windows, [b, c, h, w]): &State) -> FlexTensor {
+    let [oh, ow] = windows.output([*h, *w]);
+    let dy = contiguous(dy);
+    let mut dx = vec![0f32; b * c * h * w];
+    let [kw, sy, sx, py, px] = [
+        windows.kernel[1],
+        windows.stride[0],
+        windows.stride[1],
+        windows.padding[0],
+        windows.padding[1],
+    ];
+    dx.par_chunks_mut((h * w).max(1))
+        .zip(values(&dy).par_chunks((oh * ow).max(1)))
+        .zip(codes.par_chunks((oh * ow).max(1)))
+        .for_each(|((dx, dy), codes)| {
+            for (o, (&g, &code)) in dy.iter().zip(codes.iter()).enumerate() {
+                let (oy, ox) = (o / ow, o % ow);
+                let (i, j) = (code as usize / kw, code as usize % kw);
+                dx[(oy * sy + i - py) * w + ox * sx + j - px] += g;
+            }
+        });
+    tensor(dx, [*b, *c, *h, *w])
+}
+
+#[derive(Debug)]
+struct WindowPoolBackward;
+
+impl Backward<Flex, 1> for WindowPoolBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            grads.register::<Flex>(node.id, backward(&dy, &ops.state));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> WindowPoolOps for Autodiff<Flex, C> {
+    fn max_pool_windows(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let windows = Windows {
+            kernel,
+            stride,
+            padding,
+        };
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        let (y, codes) = forward(&x, &windows);
+        match WindowPoolBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish((std::sync::Arc::new(codes), windows, dims4(&x)), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
