@@ -4,12 +4,15 @@
 //! im2col matrix (`[in · kh · kw, oh · ow]`, 648 KiB for the second layer of the simple CNN)
 //! is written and read while it is still in the core's cache:
 //!
-//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (a GEMM through ndarray, written
-//!   straight into the output), then bias and ReLU in place;
+//! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (flex's matrix product, copied
+//!   into the output), then bias and ReLU in place;
 //! - backward: the ReLU's mask applied to `dY_b`, then `dW += dY_b · colsᵀ` (one GEMM shaped
 //!   `[out, oh·ow] × [oh·ow, in·kh·kw]`, accumulated in place over a fixed run of images; the
 //!   runs' sums are added in order at the end, so that a seed always gives the same numbers),
 //!   the bias gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`.
+//!
+//! The im2col matrix and `dY_b` live in per-thread buffers lent to flex tensors for the products
+//! and taken back after, so no image allocates them again.
 //!   Only the gradients of inputs that need one are computed (not the images' of a first layer).
 //!
 //! The `Autodiff` implementation records one node for the whole operation.
@@ -24,8 +27,6 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, Slice};
 use rayon::prelude::*;
 
 use super::pool::{Unpool, max_plane};
@@ -112,7 +113,7 @@ fn forward(
         Some(_) => codes.chunks_mut(y_len.max(1)).collect(),
         None => (0..g.batch).map(|_| &mut [][..]).collect(),
     };
-    let w = matrix(values(&weight), g.c_out, g.k());
+    let w = weight.reshape([g.c_out, g.k()].into());
     let rows = g.c_out / g.groups;
     out.par_chunks_mut(y_len.max(1))
         .zip(xs.par_chunks(x_len.max(1)))
@@ -120,13 +121,13 @@ fn forward(
         .for_each(|((y, x), codes)| {
             with_cols(x, &g, |cols| {
                 for group in 0..g.groups {
-                    let w_g = rows_of(w, group * rows..(group + 1) * rows);
-                    let cols_g = rows_of(cols, group * g.k()..(group + 1) * g.k());
+                    let w_g = w.narrow(0, group * rows, rows);
+                    let cols_g = cols.narrow(0, group * g.k(), g.k());
                     let b_g = &bias[group * rows..][..rows];
                     let block = group * rows * oh * ow..(group + 1) * rows * oh * ow;
                     let Some(window) = pool else {
                         // The product straight into the output, then bias and ReLU in place.
-                        gemm(w_g, cols_g, 0.0, &mut y[block.clone()]);
+                        gemm(w_g, cols_g, false, &mut y[block.clone()]);
                         vectorized(Epilogue {
                             bias: b_g,
                             relu,
@@ -136,7 +137,7 @@ fn forward(
                     };
                     // The product, bias and ReLU in a scratch buffer, then each channel's windows.
                     let mut prod = take(&PRODUCT, rows * g.spatial());
-                    gemm(w_g, cols_g, 0.0, &mut prod);
+                    gemm(w_g, cols_g, false, &mut prod);
                     vectorized(Epilogue {
                         bias: b_g,
                         relu,
@@ -191,7 +192,7 @@ fn backward(
     let dy = contiguous(dy);
     let dy_len = values(&dy).len() / g.batch.max(1);
     let weight = contiguous(weight);
-    let w = matrix(values(&weight), g.c_out, g.k());
+    let w = weight.reshape([g.c_out, g.k()].into());
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let rows = g.c_out / g.groups;
     let [need_dx, need_dw, need_db] = needed;
@@ -248,38 +249,39 @@ fn backward(
                 Some(unpooled)
             }
         };
-        let dy_b = masked.as_deref().unwrap_or(d);
+        let dy_b = masked.unwrap_or_else(|| {
+            let mut buf = take(&MASKED, dy_len);
+            buf.copy_from_slice(d);
+            buf
+        });
         if need_db {
             vectorized(RowSums {
-                rows: dy_b,
+                rows: &dy_b,
                 sums: &mut db,
             });
         }
-        let dy_b = matrix(dy_b, g.c_out, g.spatial());
+        let dy_b = tensor(dy_b, [g.c_out, g.spatial()]);
         if per_image_dw {
             with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
                 for group in 0..g.groups {
-                    let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
-                    let cols_g = rows_of(cols, group * g.k()..(group + 1) * g.k());
+                    let dy_g = dy_b.narrow(0, group * rows, rows);
+                    let cols_g = cols.narrow(0, group * g.k(), g.k());
                     // Accumulated in place: dW += dY · colsᵀ.
                     let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
-                    gemm(dy_g, cols_g.t(), 1.0, acc);
+                    gemm(dy_g, cols_g.transpose(0, 1), true, acc);
                 }
             });
         }
         if need_dx {
-            let mut dcols = take(&PRODUCT, g.k() * g.spatial());
             for group in 0..g.groups {
-                let w_g = rows_of(w, group * rows..(group + 1) * rows);
-                let dy_g = rows_of(dy_b, group * rows..(group + 1) * rows);
-                gemm(w_g.t(), dy_g, 0.0, &mut dcols);
-                col2im(&dcols, &g, group * (g.c_in / g.groups), dx_b);
+                let w_g = w.narrow(0, group * rows, rows).transpose(0, 1);
+                let dy_g = dy_b.narrow(0, group * rows, rows);
+                // `Wᵀ · dY`, read where the product left it.
+                let dcols = Flex::float_matmul(w_g, dy_g);
+                col2im(values(&dcols), &g, group * (g.c_in / g.groups), dx_b);
             }
-            put_back(&PRODUCT, dcols);
         }
-        if let Some(masked) = masked {
-            put_back(&MASKED, masked);
-        }
+        put_back(&MASKED, into_vec(dy_b));
         (dw, db)
     };
     // The images in a fixed number of runs of consecutive images, each summing its weight and
@@ -485,7 +487,7 @@ thread_local! {
     static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for an image's output gradient through the ReLU's mask.
     static MASKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Each thread's buffer for an image's product before pooling, or its `Wᵀ · dY`.
+    /// Each thread's buffer for an image's product before pooling.
     static PRODUCT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -502,8 +504,8 @@ fn put_back(key: &'static Scratch, buf: Vec<f32>) {
 }
 
 /// Runs `f` on the im2col matrix of image `x` (`[in · kh · kw, oh · ow]`), built in this
-/// thread's buffer.
-fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(ArrayView2<'_, f32>) -> R) -> R {
+/// thread's buffer (lent to a tensor, and taken back after `f`).
+fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R {
     let rows = g.c_in * g.kernel[0] * g.kernel[1];
     let mut buf = take(&COLS, rows * g.spatial());
     vectorized(Im2col {
@@ -511,29 +513,31 @@ fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(ArrayView2<'_, f32>) -> 
         g,
         cols: &mut buf,
     });
-    let result = f(matrix(&buf, rows, g.spatial()));
-    put_back(&COLS, buf);
+    let cols = tensor(buf, [rows, g.spatial()]);
+    let result = f(&cols);
+    put_back(&COLS, into_vec(cols));
     result
 }
 
-/// `v` as a `rows × cols` row-major matrix.
-fn matrix(v: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), v).expect("a buffer of rows × cols numbers")
+/// The numbers of `t`, a buffer lent by [`tensor`]: the same buffer when `t` holds the last
+/// reference to it (no view of it is left), else a copy.
+fn into_vec(t: FlexTensor) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .expect("an f32 buffer lent to a tensor")
 }
 
-/// Rows `range` of `m`.
-fn rows_of(m: ArrayView2<'_, f32>, range: std::ops::Range<usize>) -> ArrayView2<'_, f32> {
-    m.slice_axis_move(Axis(0), Slice::from(range))
-}
-
-/// `c = a · b + beta · c`, written straight into `c` (`a.rows × b.cols`, row-major). The product
-/// runs on this thread alone (the images are spread over the threads already), with
-/// `matrixmultiply`'s kernels (through ndarray), chosen for the CPU at run time; flex's matmul
-/// would return a new, zero-filled and then copied tensor for every image.
-fn gemm(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: &mut [f32]) {
-    let mut c = ArrayViewMut2::from_shape((a.nrows(), b.ncols()), c)
-        .expect("a product buffer of a.rows × b.cols numbers");
-    general_mat_mul(1.0, &a, &b, beta, &mut c);
+/// `c = a · b`, or with `add` `c += a · b`, for `c` `a.rows × b.cols` row-major, with flex's matrix product (the
+/// `gemm` crate, whose kernels use AVX-512 where the CPU has it: twice `matrixmultiply`'s rate
+/// on such a CPU, measured on these products), then copied or added into `c`.
+fn gemm(a: FlexTensor, b: FlexTensor, add: bool, c: &mut [f32]) {
+    let product = Flex::float_matmul(a, b);
+    let p = values(&product);
+    if add {
+        c.iter_mut().zip(p).for_each(|(c, p)| *c += p);
+    } else {
+        c.copy_from_slice(p);
+    }
 }
 
 /// `out += bias` per row, then `max(·, 0)` with `relu`.
