@@ -70,6 +70,19 @@ fn cases() -> Vec<Case> {
         size: [5, 5],
         ..case(8, 6, 3, 1, 0, 1)
     };
+    // The same with a ReLU (its mask applied over the whole batch), and without the input's
+    // gradient.
+    let small_output_relu = Case {
+        relu: true,
+        size: [4, 5],
+        ..case(16, 8, 3, 1, 1, 1)
+    };
+    let small_output_first_layer = Case {
+        relu: true,
+        input_grad: false,
+        size: [3, 4],
+        ..case(8, 4, 3, 1, 0, 1)
+    };
     let depthwise = Case {
         groups: 5,
         ..case(5, 10, 3, 2, 1, 1)
@@ -110,6 +123,8 @@ fn cases() -> Vec<Case> {
     all.extend([
         grouped,
         small_output_grouped,
+        small_output_relu,
+        small_output_first_layer,
         depthwise,
         even_same,
         rect,

@@ -301,3 +301,65 @@ impl<C: CheckpointStrategy> BatchNormOps for Autodiff<Flex, C> {
         (y, stats.0, stats.1)
     }
 }
+
+/// BatchNorm with running statistics (evaluation), and the ReLU after it, as one pass.
+#[backend_extension(Flex)]
+pub trait ScaleShiftOps: Backend {
+    /// `x · scale + shift` per channel, then `max(·, 0)` when `relu` is set, for `x` `[batch,
+    /// channels, h, w]` and `scale`, `shift` `[channels]`. Without autodiff only (evaluation).
+    fn scale_shift_relu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+impl ScaleShiftOps for Flex {
+    fn scale_shift_relu(
+        x: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        relu: bool,
+    ) -> FlexTensor {
+        let [b, c, h, w] = dims4(&x);
+        let (x, scale, shift) = (contiguous(&x), contiguous(&scale), contiguous(&shift));
+        let (scale, shift) = (values(&scale), values(&shift));
+        let plane = (h * w).max(1);
+        let mut y = vec![0f32; b * c * h * w];
+        y.par_chunks_mut(plane)
+            .zip(values(&x).par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                vectorized(ScaleShift {
+                    x,
+                    y,
+                    scale: scale[i % c],
+                    shift: shift[i % c],
+                    relu,
+                })
+            });
+        tensor(y, [b, c, h, w])
+    }
+}
+
+/// One plane: `y = x · scale + shift`, clamped at 0 with `relu`.
+struct ScaleShift<'a> {
+    x: &'a [f32],
+    y: &'a mut [f32],
+    scale: f32,
+    shift: f32,
+    relu: bool,
+}
+
+impl Vectorized for ScaleShift<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        for (y, &x) in self.y.iter_mut().zip(self.x) {
+            *y = (x * self.scale + self.shift).max(floor);
+        }
+    }
+}
