@@ -264,10 +264,10 @@ fn numbers<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 #[test]
 fn max_pool_and_its_gradient_equal_burns_on_every_backend() {
     for kind in BackendKind::compiled() {
-        let Ok(device) = kind.device(None) else {
+        let Ok(plain) = kind.device(None) else {
             continue;
         };
-        let device = device.autodiff();
+        let device = plain.clone().autodiff();
         // Even and odd sizes (a last row and column no window covers), 2×2 and 3×3 windows that
         // do not overlap; then strided, padded windows that do (a ResNet's 3×3/2 with padding
         // 1, a 2×2 stride 1, a 5×3 with strides 2 and 1), whose maxima can share an input.
@@ -305,6 +305,13 @@ fn max_pool_and_its_gradient_equal_burns_on_every_backend() {
                 &ours.0,
                 &burn.0,
                 &format!("{kind} max-pool {shape:?} k{k:?} s{stride:?} p{pad} output"),
+            );
+            // Without autodiff (evaluation), where no taps are kept.
+            let x = tensor(shape, 5, &plain);
+            assert_close(
+                &numbers(strata_vision::nn::max_pool(&pool, x.clone())),
+                &numbers(pool.forward(x)),
+                &format!("{kind} max-pool {shape:?} k{k:?} s{stride:?} p{pad} evaluation"),
             );
             assert_close(
                 &ours.1,

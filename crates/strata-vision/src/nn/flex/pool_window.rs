@@ -61,7 +61,7 @@ impl WindowPoolOps for Flex {
             stride,
             padding,
         };
-        forward(&x, &windows).0
+        evaluate(&x, &windows)
     }
 }
 
@@ -101,6 +101,72 @@ fn forward(x: &FlexTensor, windows: &Windows) -> (FlexTensor, Vec<u8>) {
             })
         });
     (tensor(out, [b, c, oh, ow]), codes)
+}
+
+/// The pooled output alone (no autodiff, so no taps to keep).
+fn evaluate(x: &FlexTensor, windows: &Windows) -> FlexTensor {
+    let [b, c, h, w] = dims4(x);
+    let [oh, ow] = windows.output([h, w]);
+    let x = contiguous(x);
+    let mut out = vec![0f32; b * c * oh * ow];
+    out.par_chunks_mut((oh * ow).max(1))
+        .zip(values(&x).par_chunks((h * w).max(1)))
+        .for_each(|(out, x)| {
+            vectorized(PlaneMaxima {
+                x,
+                size: [h, w],
+                windows,
+                out,
+                rows: &mut vec![0f32; w],
+            })
+        });
+    tensor(out, [b, c, oh, ow])
+}
+
+/// One channel's windows, their maxima only: for each output row, the column-wise maxima of
+/// its window's input rows into `rows` (contiguous, so vectorised), then each window's columns
+/// of that. A NaN wins, as in PyTorch.
+struct PlaneMaxima<'a> {
+    x: &'a [f32],
+    size: [usize; 2],
+    windows: &'a Windows,
+    out: &'a mut [f32],
+    rows: &'a mut [f32],
+}
+
+impl Vectorized for PlaneMaxima<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            x,
+            size: [h, w],
+            windows,
+            out,
+            rows,
+        } = self;
+        let max = |a: f32, b: f32| if b > a || b.is_nan() { b } else { a };
+        let ow = windows.output([h, w])[1];
+        for (oy, out) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+            let mut ti = windows.taps(0, oy, h);
+            let row = |i: usize| &x[(oy * windows.stride[0] + i - windows.padding[0]) * w..][..w];
+            let Some(first) = ti.next() else { continue };
+            rows.copy_from_slice(row(first));
+            for i in ti {
+                for (m, &v) in rows.iter_mut().zip(row(i)) {
+                    *m = max(*m, v);
+                }
+            }
+            for (ox, m) in out.iter_mut().enumerate() {
+                let x0 = (ox * windows.stride[1]) as isize - windows.padding[1] as isize;
+                let mut taps = windows
+                    .taps(1, ox, w)
+                    .map(|j| rows[(x0 + j as isize) as usize]);
+                *m = taps.next().map_or(f32::NEG_INFINITY, |v| taps.fold(v, max));
+            }
+        }
+    }
 }
 
 /// One channel's windows: the maxima into `out`, their taps into `codes` (the first maximum;
@@ -219,6 +285,37 @@ impl<C: CheckpointStrategy> WindowPoolOps for Autodiff<Flex, C> {
                 prep.finish((std::sync::Arc::new(codes), windows, dims4(&x)), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NaN in a window is that window's maximum, with and without the taps, as in PyTorch.
+    #[test]
+    fn a_nan_wins_its_windows() {
+        let windows = Windows {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        };
+        // Row r, column c holds 5r + c; the centre is NaN, inside the middle window only
+        // (rows and columns 1..=3).
+        let mut x: Vec<f32> = (0..25).map(|v| v as f32).collect();
+        x[12] = f32::NAN;
+        let x = tensor(x, [1, 1, 5, 5]);
+        let expected = [6.0, 8.0, 9.0, 16.0, f32::NAN, 19.0, 21.0, 23.0, 24.0];
+        for out in [evaluate(&x, &windows), forward(&x, &windows).0] {
+            let got = values(&out);
+            assert_eq!(got.len(), 9);
+            for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    g == e || (g.is_nan() && e.is_nan()),
+                    "output {i}: {g}, not {e}"
+                );
+            }
         }
     }
 }
