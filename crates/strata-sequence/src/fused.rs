@@ -10,7 +10,7 @@
 //!   product per step in autodiff's per-step graph.
 //!
 //! The sequential parts run in lanes: the batch split into one run of rows per thread (see
-//! [`lanes`]), each lane stepping through time on its own thread, with no synchronisation
+//! `lanes`), each lane stepping through time on its own thread, with no synchronisation
 //! between steps. A step's products are small (`[32, 256] × [256, 1024]` for the character
 //! model); spread over the threads one step at a time, they spent a fifth of the time waiting.
 //!
