@@ -328,7 +328,8 @@ struct Lane<B: Backend> {
 fn lanes(batch: usize) -> Vec<std::ops::Range<usize>> {
     let count = rayon::current_num_threads().min(batch / 8).max(1);
     let per = batch.div_ceil(count).max(1);
-    (0..batch)
+    // An empty batch is one empty lane.
+    (0..batch.max(1))
         .step_by(per)
         .map(|start| start..(start + per).min(batch))
         .collect()
@@ -432,7 +433,11 @@ fn lstm_forward<B: LstmCell>(
     let mut rows: Vec<FloatTensor<B>> = (0..time)
         .flat_map(|t| lanes.iter().map(move |l| l.hs[t].clone()))
         .collect();
-    rows.extend(lanes.iter().map(|l| l.cs[time - 1].clone()));
+    rows.extend(lanes.iter().map(|l| {
+        l.cs.last()
+            .cloned()
+            .unwrap_or_else(|| batch_rows::<B>(&c0, &l.rows))
+    }));
     let out = B::float_reshape(stack_rows::<B>(rows), Shape::new([time + 1, batch, hidden]));
     let cache = Cache {
         x,
@@ -670,6 +675,9 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(pool.install(|| lanes(batch)), [0..9, 9..18, 18..26]);
+        // Under 16 rows one lane; an empty batch one empty lane.
+        assert_eq!(pool.install(|| lanes(12)), [0..12]);
+        assert_eq!(pool.install(|| lanes(0)), [0..0]);
         let together = pool.install(|| run(0..batch));
         let alone: Vec<_> = (0..batch).map(|b| run(b..b + 1)).collect();
         let names = ["hs", "c", "dx", "dw_ih", "dw_hh", "dbias", "dh0", "dc0"];
