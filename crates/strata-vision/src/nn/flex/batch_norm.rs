@@ -132,11 +132,15 @@ impl Vectorized for Normalize<'_> {
             / self.n;
         let rstd = 1.0 / (var + self.epsilon).sqrt();
         let (scale, shift) = (self.gamma * rstd, self.beta - mean * self.gamma * rstd);
-        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         for (y, x) in self.y.into_iter().zip(self.x) {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x * scale + shift).max(floor);
+            ScaleShift {
+                x,
+                y,
+                scale,
+                shift,
+                relu: self.relu,
             }
+            .run();
         }
         [mean, var, rstd]
     }
@@ -343,7 +347,8 @@ impl ScaleShiftOps for Flex {
     }
 }
 
-/// One plane: `y = x · scale + shift`, clamped at 0 with `relu`.
+/// One plane: `y = x · scale + shift`, clamped at 0 with `relu` (also the last step of the
+/// training kernel's `Normalize`).
 struct ScaleShift<'a> {
     x: &'a [f32],
     y: &'a mut [f32],
