@@ -99,6 +99,13 @@ fn cases() -> Vec<Case> {
         size: [7, 12],
         ..case(2, 3, 3, 2, 0, 1)
     };
+    // The same at stride 1: its input gradient is a convolution with the kernel turned.
+    let rect_stride_1 = Case {
+        kernel: [3, 5],
+        padding: [(1, 1), (2, 2)],
+        size: [7, 12],
+        ..case(2, 3, 3, 1, 0, 1)
+    };
     let simple_cnn_conv2 = Case {
         batch: 4,
         size: [26, 26],
@@ -128,6 +135,7 @@ fn cases() -> Vec<Case> {
         depthwise,
         even_same,
         rect,
+        rect_stride_1,
         simple_cnn_conv2,
         wide_strided_dilated_grouped,
         first_layer,

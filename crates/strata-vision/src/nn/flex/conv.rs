@@ -128,11 +128,15 @@ fn forward(
                     let Some(window) = pool else {
                         // The product straight into the output, then bias and ReLU in place.
                         gemm(w_g, cols_g, false, &mut y[block.clone()]);
-                        vectorized(Epilogue {
-                            bias: b_g,
-                            relu,
-                            out: &mut y[block],
-                        });
+                        // No pass for a zero bias without a ReLU (a convolution before a
+                        // BatchNorm, or an input gradient).
+                        if relu || b_g.iter().any(|&b| b != 0.0) {
+                            vectorized(Epilogue {
+                                bias: b_g,
+                                relu,
+                                out: &mut y[block],
+                            });
+                        }
                         continue;
                     };
                     // The product, bias and ReLU in a scratch buffer, then each channel's windows.
@@ -191,18 +195,26 @@ fn backward(
     let xs = values(&x);
     let dy = contiguous(dy);
     let dy_len = values(&dy).len() / g.batch.max(1);
+    // Without a mask, each image's `[out, oh · ow]` is a view of `dy`.
+    let dy_rows = matches!(after, After::Nothing)
+        .then(|| dy.reshape([g.batch * g.c_out, g.spatial()].into()));
     let weight = contiguous(weight);
     let w = weight.reshape([g.c_out, g.k()].into());
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let rows = g.c_out / g.groups;
     let [need_dx, need_dw, need_db] = needed;
-
-    let mut dx = if need_dx {
+    // Where the output's gradient reaches the convolution unchanged and the input gradient is
+    // itself a convolution, that convolution after the loop; else `Wᵀ · dY` and col2im per image.
+    let dx_by_conv = (need_dx && matches!(after, After::Nothing))
+        .then(|| input_grad_padding(&g))
+        .flatten();
+    let per_image_dx = need_dx && dx_by_conv.is_none();
+    let mut dx = if per_image_dx {
         vec![0f32; g.batch * x_len]
     } else {
         Vec::new()
     };
-    let dx_chunks: Vec<&mut [f32]> = if need_dx {
+    let dx_chunks: Vec<&mut [f32]> = if per_image_dx {
         dx.chunks_mut(x_len.max(1)).collect()
     } else {
         (0..g.batch).map(|_| &mut [][..]).collect()
@@ -249,18 +261,21 @@ fn backward(
                 Some(unpooled)
             }
         };
-        let dy_b = masked.unwrap_or_else(|| {
-            let mut buf = take(&MASKED, dy_len);
-            buf.copy_from_slice(d);
-            buf
-        });
         if need_db {
             vectorized(RowSums {
-                rows: &dy_b,
+                rows: masked.as_deref().unwrap_or(d),
                 sums: &mut db,
             });
         }
-        let dy_b = tensor(dy_b, [g.c_out, g.spatial()]);
+        // `[out, oh · ow]`: the masked gradient, in this thread's buffer, or `dy`'s own.
+        let lent = masked.is_some();
+        let dy_b = match masked {
+            Some(buf) => tensor(buf, [g.c_out, g.spatial()]),
+            None => dy_rows
+                .as_ref()
+                .expect("no mask after the convolution")
+                .narrow(0, b * g.c_out, g.c_out),
+        };
         if per_image_dw {
             with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
                 for group in 0..g.groups {
@@ -272,7 +287,7 @@ fn backward(
                 }
             });
         }
-        if need_dx {
+        if per_image_dx {
             for group in 0..g.groups {
                 let w_g = w.narrow(0, group * rows, rows).transpose(0, 1);
                 let dy_g = dy_b.narrow(0, group * rows, rows);
@@ -281,7 +296,9 @@ fn backward(
                 col2im(values(&dcols), &g, group * (g.c_in / g.groups), dx_b);
             }
         }
-        put_back(&MASKED, into_vec(dy_b));
+        if lent {
+            put_back(&MASKED, into_vec(dy_b));
+        }
         (dw, db)
     };
     // The images in a fixed number of runs of consecutive images, each summing its weight and
@@ -309,12 +326,67 @@ fn backward(
     } else {
         dw
     };
+    let dx = if let Some(padding) = dx_by_conv {
+        Some(input_grad_by_conv(&dy, &weight, &g, padding))
+    } else {
+        need_dx.then(|| tensor(dx, [g.batch, g.c_in, g.h, g.w]))
+    };
     let [kh, kw] = g.kernel;
     [
-        need_dx.then(|| tensor(dx, [g.batch, g.c_in, g.h, g.w])),
+        dx,
         need_dw.then(|| tensor(dw, [g.c_out, g.c_in / g.groups, kh, kw])),
         need_db.then(|| tensor(db, [g.c_out])),
     ]
+}
+
+/// The `(begin, end)` padding of the convolution that gives this convolution's input gradient
+/// (see [`input_grad_by_conv`]), where that is the better way to compute it: with stride 1, one
+/// group, padding of at most `dilation · (k − 1)` on each side, and at least as many output
+/// positions as kernel rows (where `Wᵀ · dY` would be a large matrix; below that, as in a
+/// ResNet's deeper layers, it is the cheaper way).
+fn input_grad_padding(g: &Geometry) -> Option<[(usize, usize); 2]> {
+    if g.stride != [1, 1] || g.groups != 1 || g.spatial() < g.k() {
+        return None;
+    }
+    let side = |d: usize, size: usize, out: usize| {
+        let span = g.dilation[d] * (g.kernel[d] - 1);
+        // At stride 1, `out = size + begin + end − span`.
+        let end = (out + span).checked_sub(size + g.pad[d])?;
+        Some((span.checked_sub(g.pad[d])?, span.checked_sub(end)?))
+    };
+    Some([side(0, g.h, g.oh)?, side(1, g.w, g.ow)?])
+}
+
+/// The input gradient of a stride-1 convolution as a convolution: of the output's gradient
+/// `grad` with each kernel turned by 180° and the input and output channels swapped, padded
+/// by `padding` (`dilation · (k − 1)` less the convolution's own on each side). Through
+/// [`forward`] it is one product per image written into the gradient, where `Wᵀ · dY` would
+/// write a matrix `kh · kw` times larger for [`col2im`] to scatter-add.
+fn input_grad_by_conv(
+    grad: &FlexTensor,
+    weight: &FlexTensor,
+    g: &Geometry,
+    padding: [(usize, usize); 2],
+) -> FlexTensor {
+    let [kh, kw] = g.kernel;
+    let taps = kh * kw;
+    let mut turned = vec![0f32; g.c_out * g.c_in * taps];
+    for (o, kernels) in values(weight)
+        .chunks_exact((g.c_in * taps).max(1))
+        .enumerate()
+    {
+        for (c, kernel) in kernels.chunks_exact(taps.max(1)).enumerate() {
+            let dst = &mut turned[(c * g.c_out + o) * taps..][..taps];
+            // The taps in reverse order: the kernel flipped in both directions.
+            for (d, s) in dst.iter_mut().zip(kernel.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    let turned = tensor(turned, [g.c_in, g.c_out, kh, kw]);
+    let options = ConvOptions::new_with_padding([1, 1], padding, g.dilation, 1);
+    let bias = tensor(vec![0.0; g.c_in], [g.c_in]);
+    forward(grad, &turned, &bias, &options, false, None).0
 }
 
 /// The weight gradient as one product per group over the whole batch:
@@ -741,6 +813,29 @@ impl<C: CheckpointStrategy> ConvOps for Autodiff<Flex, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_gradient_is_a_convolution_only_where_that_holds() {
+        let geometry = |x, w, padding, stride, groups| {
+            let options = ConvOptions::new_with_padding([stride; 2], padding, [1, 1], groups);
+            Geometry::new(x, w, &options).unwrap()
+        };
+        // A 3×3 kernel padded by 1: the turned kernel is padded by 1 too.
+        let same = geometry([1, 4, 8, 8], [6, 4, 3, 3], [(1, 1); 2], 1, 1);
+        assert_eq!(input_grad_padding(&same), Some([(1, 1); 2]));
+        // An even kernel's "same" padding (1, 2): (2, 1).
+        let even = geometry([1, 2, 9, 9], [3, 2, 4, 4], [(1, 2); 2], 1, 1);
+        assert_eq!(input_grad_padding(&even), Some([(2, 1); 2]));
+        // Not at stride 2, with groups, with more padding than the kernel spans, or with
+        // more kernel rows than output positions.
+        let strided = geometry([1, 4, 8, 8], [6, 4, 3, 3], [(1, 1); 2], 2, 1);
+        let grouped = geometry([1, 4, 8, 8], [6, 2, 3, 3], [(1, 1); 2], 1, 2);
+        let wide = geometry([1, 4, 8, 8], [6, 4, 3, 3], [(3, 3); 2], 1, 1);
+        let deep = geometry([1, 64, 7, 7], [6, 64, 3, 3], [(1, 1); 2], 1, 1);
+        for g in [strided, grouped, wide, deep] {
+            assert_eq!(input_grad_padding(&g), None, "{g:?}");
+        }
+    }
 
     #[test]
     fn valid_range_clips_to_the_input() {
