@@ -106,6 +106,17 @@ fn cases() -> Vec<Case> {
         size: [7, 12],
         ..case(2, 3, 3, 1, 0, 1)
     };
+    // An image whose im2col matrix (2 MiB) is built in blocks of output rows, the last one
+    // shorter; with a ReLU and without.
+    let blocked = Case {
+        batch: 2,
+        size: [62, 62],
+        ..case(16, 8, 3, 1, 1, 1)
+    };
+    let blocked_relu = Case {
+        relu: true,
+        ..blocked
+    };
     let simple_cnn_conv2 = Case {
         batch: 4,
         size: [26, 26],
@@ -136,6 +147,8 @@ fn cases() -> Vec<Case> {
         even_same,
         rect,
         rect_stride_1,
+        blocked,
+        blocked_relu,
         simple_cnn_conv2,
         wide_strided_dilated_grouped,
         first_layer,

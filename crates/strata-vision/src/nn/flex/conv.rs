@@ -119,26 +119,34 @@ fn forward(
         .zip(xs.par_chunks(x_len.max(1)))
         .zip(code_chunks)
         .for_each(|((y, x), codes)| {
-            with_cols(x, &g, |cols| {
+            if pool.is_none() {
+                // The products block by block straight into the output, then bias and ReLU in
+                // place.
+                for block in row_blocks(&g) {
+                    let (first, len) = (block.start * g.ow, block.len() * g.ow);
+                    with_cols(x, &g, block, |cols| {
+                        for group in 0..g.groups {
+                            let w_g = w.narrow(0, group * rows, rows);
+                            let cols_g = cols.narrow(0, group * g.k(), g.k());
+                            let y_g = &mut y[group * rows * g.spatial()..][..rows * g.spatial()];
+                            gemm_columns(w_g, cols_g, y_g, first..first + len);
+                        }
+                    });
+                }
+                // No pass for a zero bias without a ReLU (a convolution before a BatchNorm, or
+                // an input gradient).
+                if relu || bias.iter().any(|&b| b != 0.0) {
+                    vectorized(Epilogue { bias, relu, out: y });
+                }
+                return;
+            }
+            with_cols(x, &g, 0..g.oh, |cols| {
                 for group in 0..g.groups {
                     let w_g = w.narrow(0, group * rows, rows);
                     let cols_g = cols.narrow(0, group * g.k(), g.k());
                     let b_g = &bias[group * rows..][..rows];
                     let block = group * rows * oh * ow..(group + 1) * rows * oh * ow;
-                    let Some(window) = pool else {
-                        // The product straight into the output, then bias and ReLU in place.
-                        gemm(w_g, cols_g, false, &mut y[block.clone()]);
-                        // No pass for a zero bias without a ReLU (a convolution before a
-                        // BatchNorm, or an input gradient).
-                        if relu || b_g.iter().any(|&b| b != 0.0) {
-                            vectorized(Epilogue {
-                                bias: b_g,
-                                relu,
-                                out: &mut y[block],
-                            });
-                        }
-                        continue;
-                    };
+                    let window = pool.expect("pooling");
                     // The product, bias and ReLU in a scratch buffer, then each channel's windows.
                     let mut prod = take(&PRODUCT, rows * g.spatial());
                     gemm(w_g, cols_g, false, &mut prod);
@@ -277,15 +285,18 @@ fn backward(
                 .narrow(0, b * g.c_out, g.c_out),
         };
         if per_image_dw {
-            with_cols(&xs[b * x_len..][..x_len], &g, |cols| {
-                for group in 0..g.groups {
-                    let dy_g = dy_b.narrow(0, group * rows, rows);
-                    let cols_g = cols.narrow(0, group * g.k(), g.k());
-                    // Accumulated in place: dW += dY · colsᵀ.
-                    let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
-                    gemm(dy_g, cols_g.transpose(0, 1), true, acc);
-                }
-            });
+            for block in row_blocks(&g) {
+                let (first, len) = (block.start * g.ow, block.len() * g.ow);
+                with_cols(&xs[b * x_len..][..x_len], &g, block, |cols| {
+                    for group in 0..g.groups {
+                        let dy_g = dy_b.narrow(0, group * rows, rows).narrow(1, first, len);
+                        let cols_g = cols.narrow(0, group * g.k(), g.k());
+                        // Accumulated in place: dW += dY · colsᵀ.
+                        let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
+                        gemm(dy_g, cols_g.transpose(0, 1), true, acc);
+                    }
+                });
+            }
         }
         if per_image_dx {
             for group in 0..g.groups {
@@ -441,7 +452,7 @@ impl Vectorized for Im2colRow<'_> {
         let Self { x, g, row, dst } = self;
         let [kh, kw] = g.kernel;
         let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
-        im2col_row(&x[c * g.h * g.w..][..g.h * g.w], g, i, j, dst);
+        im2col_row(&x[c * g.h * g.w..][..g.h * g.w], g, i, j, 0..g.oh, dst);
     }
 }
 
@@ -468,11 +479,19 @@ fn tap(
     (lo..hi, start, rows)
 }
 
-/// Kernel tap `(i, j)` of one channel `plane` (`h × w`) for every output position, into `dst`
-/// (`oh · ow`; zero in the padding).
+/// Kernel tap `(i, j)` of one channel `plane` (`h × w`) for the output positions in rows
+/// `out_rows`, into `dst` (`out_rows.len() · ow`; zero in the padding).
 #[inline(always)]
-fn im2col_row(plane: &[f32], g: &Geometry, i: usize, j: usize, dst: &mut [f32]) {
+fn im2col_row(
+    plane: &[f32],
+    g: &Geometry,
+    i: usize,
+    j: usize,
+    out_rows: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
     let (cols, start, rows) = tap(g, i, j);
+    let rows = rows.skip(out_rows.start).take(out_rows.len());
     for (dst, iy) in dst.chunks_exact_mut(g.ow.max(1)).zip(rows) {
         let Some(iy) = iy else {
             dst.fill(0.0);
@@ -509,12 +528,14 @@ fn valid_range(out: usize, size: usize, stride: usize, offset: isize) -> (usize,
     (lo.min(hi), hi)
 }
 
-/// The im2col matrix of one image `x` `[in, h, w]` into `cols` (`[in · kh · kw, oh · ow]`):
-/// row `(c, i, j)` holds, for every output position, the input under kernel tap `(i, j)` of
-/// channel `c` (zero in the padding). Every number is written once.
+/// The im2col matrix of one image `x` `[in, h, w]` for output rows `out_rows` into `cols`
+/// (`[in · kh · kw, out_rows.len() · ow]`): row `(c, i, j)` holds, for each of those output
+/// positions, the input under kernel tap `(i, j)` of channel `c` (zero in the padding). Every
+/// number is written once.
 struct Im2col<'a> {
     x: &'a [f32],
     g: &'a Geometry,
+    out_rows: std::ops::Range<usize>,
     cols: &'a mut [f32],
 }
 
@@ -523,14 +544,19 @@ impl Vectorized for Im2col<'_> {
 
     #[inline(always)]
     fn run(self) {
-        let Self { x, g, cols } = self;
+        let Self {
+            x,
+            g,
+            out_rows,
+            cols,
+        } = self;
         let [kh, kw] = g.kernel;
-        let mut rows = cols.chunks_exact_mut(g.spatial().max(1));
+        let mut rows = cols.chunks_exact_mut((out_rows.len() * g.ow).max(1));
         for plane in x.chunks_exact((g.h * g.w).max(1)) {
             for i in 0..kh {
                 for j in 0..kw {
                     let Some(row) = rows.next() else { return };
-                    im2col_row(plane, g, i, j, row);
+                    im2col_row(plane, g, i, j, out_rows.clone(), row);
                 }
             }
         }
@@ -575,17 +601,25 @@ fn put_back(key: &'static Scratch, buf: Vec<f32>) {
     key.with(|c| *c.borrow_mut() = buf);
 }
 
-/// Runs `f` on the im2col matrix of image `x` (`[in · kh · kw, oh · ow]`), built in this
-/// thread's buffer (lent to a tensor, and taken back after `f`).
-fn with_cols<R>(x: &[f32], g: &Geometry, f: impl FnOnce(&FlexTensor) -> R) -> R {
+/// Runs `f` on the im2col matrix of image `x` for output rows `out_rows` (`[in · kh · kw,
+/// out_rows.len() · ow]`), built in this thread's buffer (lent to a tensor, and taken back
+/// after `f`).
+fn with_cols<R>(
+    x: &[f32],
+    g: &Geometry,
+    out_rows: std::ops::Range<usize>,
+    f: impl FnOnce(&FlexTensor) -> R,
+) -> R {
     let rows = g.c_in * g.kernel[0] * g.kernel[1];
-    let mut buf = take(&COLS, rows * g.spatial());
+    let positions = out_rows.len() * g.ow;
+    let mut buf = take(&COLS, rows * positions);
     vectorized(Im2col {
         x,
         g,
+        out_rows,
         cols: &mut buf,
     });
-    let cols = tensor(buf, [rows, g.spatial()]);
+    let cols = tensor(buf, [rows, positions]);
     let result = f(&cols);
     put_back(&COLS, into_vec(cols));
     result
@@ -609,6 +643,43 @@ fn gemm(a: FlexTensor, b: FlexTensor, add: bool, c: &mut [f32]) {
         c.iter_mut().zip(p).for_each(|(c, p)| *c += p);
     } else {
         c.copy_from_slice(p);
+    }
+}
+
+/// Bytes of an im2col block that stays in a core's L2 cache (1 MiB or more on the CPUs we
+/// measure) between being written and being read by the product.
+const COLS_BLOCK: usize = 512 << 10;
+
+/// The output rows of one image in blocks for im2col: all at once, unless the image's im2col
+/// matrix is larger than [`COLS_BLOCK`] and the kernels are small (a ResNet's first layers,
+/// whose matrix is 7 MiB an image): then blocks of rows whose matrix stays in the cache until
+/// the product reads it. Each block's product packs the kernels again, which is cheap only for
+/// small kernels.
+fn row_blocks(g: &Geometry) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+    let row_bytes = g.c_in * g.kernel[0] * g.kernel[1] * g.ow * size_of::<f32>();
+    let kernel_bytes = g.c_out * g.k() * size_of::<f32>();
+    let per_block = if row_bytes * g.oh <= COLS_BLOCK || kernel_bytes > COLS_BLOCK / 2 {
+        g.oh
+    } else {
+        COLS_BLOCK / row_bytes.max(1)
+    };
+    let (oh, per_block) = (g.oh, per_block.clamp(1, g.oh.max(1)));
+    (0..oh)
+        .step_by(per_block)
+        .map(move |r| r..(r + per_block).min(oh))
+}
+
+/// `c[:, columns] = a · b` for `c` row-major with `a.rows` rows, `b` with `columns.len()`
+/// columns (flex's product, copied row by row into place).
+fn gemm_columns(a: FlexTensor, b: FlexTensor, c: &mut [f32], columns: std::ops::Range<usize>) {
+    let product = Flex::float_matmul(a, b);
+    let p = values(&product);
+    let stride = c.len() / (p.len() / columns.len().max(1)).max(1);
+    for (dst, src) in c
+        .chunks_exact_mut(stride.max(1))
+        .zip(p.chunks_exact(columns.len().max(1)))
+    {
+        dst[columns.clone()].copy_from_slice(src);
     }
 }
 
