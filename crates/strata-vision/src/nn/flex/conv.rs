@@ -227,10 +227,12 @@ fn backward(
     } else {
         (0..g.batch).map(|_| &mut [][..]).collect()
     };
-    // Where an image's weight-gradient product would be larger than its inputs (the deep
-    // layers of a ResNet: 7×7 outputs against 4,608 kernel rows), one product over the whole
-    // batch instead, after the loop.
-    let whole_batch_dw = need_dw && g.spatial() < g.k() && matches!(after, After::Nothing);
+    // Where an image's weight-gradient product would be short (fewer than 256 output positions,
+    // its inner dimension) and larger than its inputs (the deep layers of a ResNet: 7×7
+    // outputs against 4,608 kernel rows), one product over the whole batch instead, after the
+    // loop. Above 256 positions (28×28 against 1,152 rows) the images' own products are faster.
+    let whole_batch_dw =
+        need_dw && g.spatial() < 256 && g.spatial() < g.k() && matches!(after, After::Nothing);
     let per_image_dw = need_dw && !whole_batch_dw;
     let (dw_len, db_len) = (
         if per_image_dw { g.c_out * g.k() } else { 0 },
