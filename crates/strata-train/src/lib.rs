@@ -2,7 +2,8 @@
 //!
 //! [`fit`](fit::fit) runs burn-train's `SupervisedTraining` for any task ([`task`]:
 //! classification, language model, regression) with what every job needs around it: the
-//! optimizers, schedules with warm-up, parameter groups and gradient clipping of [`optim`]; frozen
+//! optimizers, schedules with warm-up, parameter groups and gradient clipping of [`optim`] (SGD
+//! and Adam as the one-pass steps of [`fused`]); frozen
 //! parts; runs measured in epochs or steps; a progress bar with throughput and ETA
 //! ([`progress`]); `metrics.json` and `curves.png` after every period ([`metrics`], [`plot`]);
 //! a checkpoint per period and `--resume`; early stopping; and the artifact-dir rules every
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod fit;
+pub mod fused;
 pub mod metrics;
 pub mod optim;
 pub mod parity;

@@ -12,13 +12,12 @@ use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::lr_scheduler::{LrScheduler, LrSchedulerRecord};
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{
-    AdamConfig, AdamWConfig, GradientsParams, LearningRate, ModuleOptimizer, SgdConfig,
-};
+use burn::optim::{AdamWConfig, GradientsParams, LearningRate, ModuleOptimizer, SgdConfig};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use strata_tensor::named_enum;
+
+use crate::fused::{FusedAdam, FusedSgd};
 
 /// Which optimizer updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,33 +114,31 @@ impl OptimizerConfig {
         Ok(())
     }
 
-    /// The burn optimizer. Clipping is not part of it: [`fit`](crate::fit::fit) clips the global
+    /// The optimizer: SGD with momentum and Adam as the one-pass steps of [`crate::fused`],
+    /// AdamW and plain SGD as Burn's. Clipping is not part of it: [`fit`](crate::fit::fit) clips the global
     /// norm itself ([`clip_grad_norm`]), since burn clips each parameter on its own.
     pub fn init(&self) -> ModuleOptimizer {
         let wd = self.effective_weight_decay();
         let decay = (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
         match self.kind {
-            OptimizerKind::Adam => AdamConfig::new()
-                .with_beta_1(self.betas.0 as f32)
-                .with_beta_2(self.betas.1 as f32)
-                .with_epsilon(self.eps as f32)
-                .with_weight_decay(decay)
-                .init(),
+            OptimizerKind::Adam => ModuleOptimizer::from(FusedAdam {
+                beta_1: self.betas.0 as f32,
+                beta_2: self.betas.1 as f32,
+                epsilon: self.eps as f32,
+                weight_decay: wd as f32,
+            }),
             OptimizerKind::AdamW => AdamWConfig::new()
                 .with_beta_1(self.betas.0 as f32)
                 .with_beta_2(self.betas.1 as f32)
                 .with_epsilon(self.eps as f32)
                 .with_weight_decay(wd as f32)
                 .init(),
-            OptimizerKind::Sgd => SgdConfig::new()
-                .with_weight_decay(decay)
-                .with_momentum((self.momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(self.momentum)
-                        .with_dampening(0.0)
-                        .with_nesterov(self.nesterov)
-                }))
-                .init(),
+            OptimizerKind::Sgd if self.momentum > 0.0 => ModuleOptimizer::from(FusedSgd {
+                momentum: self.momentum as f32,
+                nesterov: self.nesterov,
+                weight_decay: wd as f32,
+            }),
+            OptimizerKind::Sgd => SgdConfig::new().with_weight_decay(decay).init(),
         }
     }
 }

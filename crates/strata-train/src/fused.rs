@@ -1,0 +1,562 @@
+//! SGD with momentum and Adam as one pass over each parameter.
+//!
+//! [`FusedSgd`] and [`FusedAdam`] do the arithmetic of Burn's `Sgd` (with momentum, dampening 0)
+//! and `Adam` in the same order, so they give the same numbers, and keep the same state under
+//! the same names, so a checkpoint written with one resumes with the other. Burn's take 7 and 12
+//! passes over memory per parameter, each a tensor operation on one thread. On flex, ours read
+//! the parameter, its gradient and its state once, and write the new parameter and state in
+//! place, on all threads. On other backends they run Burn's tensor operations.
+
+use burn::optim::{
+    Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Optimizer, RecordState,
+    StateSink, StateSource,
+};
+use burn::tensor::{Device, Tensor};
+
+/// SGD with momentum as `torch.optim.SGD` (dampening 0): `g ← g + λ·p`, `v ← μ·v + g` (`v ← g`
+/// at the first step), `p ← p − lr·v`, or with Nesterov `p ← p − lr·(g + μ·v)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedSgd {
+    /// Momentum `μ` (above 0).
+    pub momentum: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay `λ` (0: none).
+    pub weight_decay: f32,
+}
+
+/// [`FusedSgd`]'s state of one parameter: its velocity. Recorded as Burn's `SgdState`
+/// (`momentum.velocity`).
+#[derive(Clone)]
+pub struct SgdState<const D: usize> {
+    /// The velocity after the last step.
+    pub velocity: Tensor<D>,
+}
+
+impl<const D: usize> RecordState for SgdState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_tensor(
+            prefix,
+            "momentum.velocity",
+            self.velocity.clone().into_data(),
+        );
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let data = src.take_tensor(prefix, "momentum.velocity")?;
+        Some(Self {
+            velocity: Tensor::from_data(data, device),
+        })
+    }
+}
+
+impl Optimizer for FusedSgd {
+    type State<const D: usize> = SgdState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SgdState<D>>,
+    ) -> (Tensor<D>, Option<SgdState<D>>) {
+        let velocity = state.map(|s| s.velocity);
+        #[cfg(feature = "flex")]
+        if strata_tensor::flex::available(&tensor) {
+            let (tensor, velocity) = flex::sgd(self, lr as f32, tensor, grad, velocity);
+            return (tensor, Some(SgdState { velocity }));
+        }
+        let (tensor, velocity) = self.step_tensors(lr, tensor, grad, velocity);
+        (tensor, Some(SgdState { velocity }))
+    }
+
+    fn to_device<const D: usize>(state: SgdState<D>, device: &Device) -> SgdState<D> {
+        SgdState {
+            velocity: state.velocity.to_device(device),
+        }
+    }
+}
+
+impl FusedSgd {
+    /// The step with Burn's tensor operations (backends without our kernel): the new parameter
+    /// and velocity.
+    fn step_tensors<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        velocity: Option<Tensor<D>>,
+    ) -> (Tensor<D>, Tensor<D>) {
+        let grad = if self.weight_decay > 0.0 {
+            tensor.clone().mul_scalar(self.weight_decay).add(grad)
+        } else {
+            grad
+        };
+        let velocity = match velocity {
+            Some(v) => grad.clone().add(v.mul_scalar(self.momentum)),
+            None => grad.clone(),
+        };
+        let step = if self.nesterov {
+            velocity.clone().mul_scalar(self.momentum).add(grad)
+        } else {
+            velocity.clone()
+        };
+        (tensor - step.mul_scalar(lr), velocity)
+    }
+}
+
+/// Adam as `torch.optim.Adam` (and Burn's `Adam`): L2 weight decay added to the gradient, bias
+/// corrections, `ε` added to `√v̂`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedAdam {
+    /// `β₁`.
+    pub beta_1: f32,
+    /// `β₂`.
+    pub beta_2: f32,
+    /// `ε`.
+    pub epsilon: f32,
+    /// L2 weight decay `λ` (0: none).
+    pub weight_decay: f32,
+}
+
+impl FusedAdam {
+    /// Burn's `Adam` with the same settings: the step on backends without our kernel.
+    fn burn(&self) -> Adam {
+        let decay = (self.weight_decay > 0.0)
+            .then(|| burn::optim::decay::WeightDecayConfig::new(self.weight_decay));
+        AdamConfig::new()
+            .with_beta_1(self.beta_1)
+            .with_beta_2(self.beta_2)
+            .with_epsilon(self.epsilon)
+            .with_weight_decay(decay)
+            .build()
+    }
+}
+
+impl Optimizer for FusedAdam {
+    type State<const D: usize> = AdamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamState<D>>,
+    ) -> (Tensor<D>, Option<AdamState<D>>) {
+        #[cfg(feature = "flex")]
+        if strata_tensor::flex::available(&tensor) {
+            let moments = state.map(|s| s.momentum);
+            let time = moments.as_ref().map_or(1, |m| m.time + 1);
+            let (tensor, moment_1, moment_2) =
+                flex::adam(self, lr as f32, time, tensor, grad, moments);
+            let momentum = AdaptiveMomentumState::new(time, moment_1, moment_2);
+            return (tensor, Some(AdamState::new(momentum)));
+        }
+        Optimizer::step(&self.burn(), lr, tensor, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: AdamState<D>, device: &Device) -> AdamState<D> {
+        <Adam as Optimizer>::to_device(state, device)
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The kernels, a Burn backend extension on flex (no autodiff: optimizers step inner
+    //! tensors).
+
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
+    use burn::tensor::Tensor;
+    use rayon::prelude::*;
+    use strata_tensor::flex::{contiguous, tensor, values};
+    use strata_tensor::simd::{Vectorized, vectorized};
+
+    use super::{FusedAdam, FusedSgd};
+
+    /// Numbers per task: large parameters are split over the threads.
+    const CHUNK: usize = 1 << 15;
+
+    #[backend_extension(Flex)]
+    pub trait OptimizerOps: Backend {
+        /// One SGD step: the new parameter and velocity. `velocity` is ignored when `first`.
+        #[allow(clippy::too_many_arguments)]
+        fn sgd_step(
+            param: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            velocity: FloatTensor<Self>,
+            first: bool,
+            lr: f32,
+            momentum: f32,
+            weight_decay: f32,
+            nesterov: bool,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+        /// One Adam step: the new parameter and moments. `correction` is `√(1 − β₂ᵗ) / (1 −
+        /// β₁ᵗ)` and `eps` is `ε · √(1 − β₂ᵗ)`, as Burn computes them.
+        #[allow(clippy::too_many_arguments)]
+        fn adam_step(
+            param: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            moment_1: FloatTensor<Self>,
+            moment_2: FloatTensor<Self>,
+            lr: f32,
+            betas: [f32; 2],
+            weight_decay: f32,
+            correction: f32,
+            eps: f32,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    }
+
+    /// The numbers of `t`: its own buffer when nothing else holds it, else a copy.
+    fn owned(t: FlexTensor) -> Vec<f32> {
+        let t = if t.as_slice::<f32>().is_some() {
+            t
+        } else {
+            t.to_contiguous()
+        };
+        t.into_data()
+            .try_into_vec::<f32>()
+            .expect("an f32 tensor, made contiguous")
+    }
+
+    impl OptimizerOps for Flex {
+        fn sgd_step(
+            param: FlexTensor,
+            grad: FlexTensor,
+            velocity: FlexTensor,
+            first: bool,
+            lr: f32,
+            momentum: f32,
+            weight_decay: f32,
+            nesterov: bool,
+        ) -> (FlexTensor, FlexTensor) {
+            let shape = param.shape();
+            let grad = contiguous(&grad);
+            let mut p = owned(param);
+            let mut v = if first {
+                vec![0.0; p.len()]
+            } else {
+                owned(velocity)
+            };
+            p.par_chunks_mut(CHUNK)
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(values(&grad).par_chunks(CHUNK))
+                .for_each(|((p, v), g)| {
+                    vectorized(Sgd {
+                        p,
+                        v,
+                        g,
+                        first,
+                        lr,
+                        momentum,
+                        weight_decay,
+                        nesterov,
+                    })
+                });
+            (tensor(p, shape.clone()), tensor(v, shape))
+        }
+
+        fn adam_step(
+            param: FlexTensor,
+            grad: FlexTensor,
+            moment_1: FlexTensor,
+            moment_2: FlexTensor,
+            lr: f32,
+            betas: [f32; 2],
+            weight_decay: f32,
+            correction: f32,
+            eps: f32,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let shape = param.shape();
+            let grad = contiguous(&grad);
+            let (mut p, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(values(&grad).par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| {
+                    vectorized(AdamKernel {
+                        p,
+                        m,
+                        v,
+                        g,
+                        lr,
+                        betas,
+                        weight_decay,
+                        correction,
+                        eps,
+                    })
+                });
+            (
+                tensor(p, shape.clone()),
+                tensor(m, shape.clone()),
+                tensor(v, shape),
+            )
+        }
+    }
+
+    /// One SGD step over a run of numbers, in Burn's order of operations.
+    struct Sgd<'a> {
+        p: &'a mut [f32],
+        v: &'a mut [f32],
+        g: &'a [f32],
+        first: bool,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        nesterov: bool,
+    }
+
+    impl Vectorized for Sgd<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn run(self) {
+            let Self {
+                p,
+                v,
+                g,
+                first,
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } = self;
+            let decay = weight_decay > 0.0;
+            for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
+                let g = if decay { *p * weight_decay + g } else { g };
+                *v = if first { g } else { g + *v * momentum };
+                let step = if nesterov { *v * momentum + g } else { *v };
+                *p -= step * lr;
+            }
+        }
+    }
+
+    /// One Adam step over a run of numbers, in Burn's order of operations.
+    struct AdamKernel<'a> {
+        p: &'a mut [f32],
+        m: &'a mut [f32],
+        v: &'a mut [f32],
+        g: &'a [f32],
+        lr: f32,
+        betas: [f32; 2],
+        weight_decay: f32,
+        correction: f32,
+        eps: f32,
+    }
+
+    impl Vectorized for AdamKernel<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn run(self) {
+            let Self {
+                p,
+                m,
+                v,
+                g,
+                lr,
+                betas: [b1, b2],
+                weight_decay,
+                correction,
+                eps,
+            } = self;
+            let (f1, f2) = (1.0 - b1, 1.0 - b2);
+            let decay = weight_decay > 0.0;
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                let g = if decay { *p * weight_decay + g } else { g };
+                *m = *m * b1 + g * f1;
+                *v = *v * b2 + g * g * f2;
+                let step = *m * correction / (v.sqrt() + eps);
+                *p -= step * lr;
+            }
+        }
+    }
+
+    pub(super) fn sgd<const D: usize>(
+        o: &FusedSgd,
+        lr: f32,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        velocity: Option<Tensor<D>>,
+    ) -> (Tensor<D>, Tensor<D>) {
+        let first = velocity.is_none();
+        let velocity = velocity.unwrap_or_else(|| grad.clone());
+        let (p, v) = <burn::backend::Dispatch as OptimizerOps>::sgd_step(
+            param.into_dispatch(),
+            grad.into_dispatch(),
+            velocity.into_dispatch(),
+            first,
+            lr,
+            o.momentum,
+            o.weight_decay,
+            o.nesterov,
+        );
+        (Tensor::from_dispatch(p), Tensor::from_dispatch(v))
+    }
+
+    pub(super) fn adam<const D: usize>(
+        o: &FusedAdam,
+        lr: f32,
+        time: usize,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        moments: Option<burn::optim::AdaptiveMomentumState<D>>,
+    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+        // As Burn: the first step starts from zero moments.
+        let (m, v) = match moments {
+            Some(s) => (s.moment_1, s.moment_2),
+            None => (grad.zeros_like(), grad.zeros_like()),
+        };
+        let t = time as i32;
+        let bias_2 = (1.0 - o.beta_2.powi(t)).sqrt();
+        let correction = bias_2 / (1.0 - o.beta_1.powi(t));
+        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adam_step(
+            param.into_dispatch(),
+            grad.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+            lr,
+            [o.beta_1, o.beta_2],
+            o.weight_decay,
+            correction,
+            o.epsilon * bias_2,
+        );
+        (
+            Tensor::from_dispatch(p),
+            Tensor::from_dispatch(m),
+            Tensor::from_dispatch(v),
+        )
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{SgdConfig, StateSink};
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// Parameters and gradients for `steps` steps: one large enough to be split over the
+    /// threads, one small.
+    fn data(steps: usize) -> Vec<(Tensor<1>, Vec<Tensor<1>>)> {
+        let device = Device::flex();
+        strata_tensor::seed(&device, 5);
+        [70_000, 37]
+            .into_iter()
+            .map(|n| {
+                let p = Tensor::random([n], Distribution::Normal(0.0, 1.0), &device);
+                let grads = (0..steps)
+                    .map(|_| Tensor::random([n], Distribution::Normal(0.0, 0.1), &device))
+                    .collect();
+                (p, grads)
+            })
+            .collect()
+    }
+
+    fn same(ours: &Tensor<1>, burns: &Tensor<1>, what: &str) {
+        ours.clone().into_data().assert_approx_eq::<f32>(
+            &burns.clone().into_data(),
+            Tolerance::absolute(1e-7).set_relative(1e-6),
+        );
+        assert_eq!(ours.dims(), burns.dims(), "{what}");
+    }
+
+    /// Runs `a` and `b` side by side for every step and checks that the parameters agree.
+    fn agree<A: Optimizer, B: Optimizer>(a: &A, b: &B, lr: f64) {
+        for (p, grads) in data(4) {
+            let (mut pa, mut pb) = (p.clone(), p);
+            let (mut sa, mut sb) = (None, None);
+            for (t, g) in grads.into_iter().enumerate() {
+                (pa, sa) = a.step(lr, pa, g.clone(), sa);
+                (pb, sb) = b.step(lr, pb, g, sb);
+                same(&pa, &pb, &format!("step {t}"));
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_gives_burns_numbers() {
+        for (nesterov, weight_decay) in [(false, 1e-4), (true, 0.0), (true, 0.05)] {
+            let ours = FusedSgd {
+                momentum: 0.9,
+                nesterov,
+                weight_decay,
+            };
+            let burns = SgdConfig::new()
+                .with_weight_decay(
+                    (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay)),
+                )
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(0.9)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov),
+                ))
+                .build();
+            agree(&ours, &burns, 0.05);
+        }
+    }
+
+    #[test]
+    fn adam_gives_burns_numbers() {
+        for weight_decay in [0.0, 0.01] {
+            let ours = FusedAdam {
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-8,
+                weight_decay,
+            };
+            agree(&ours, &ours.burn(), 1e-3);
+        }
+    }
+
+    #[test]
+    fn sgd_on_other_backends_gives_the_same_numbers() {
+        let o = FusedSgd {
+            momentum: 0.8,
+            nesterov: true,
+            weight_decay: 0.01,
+        };
+        for (p, grads) in data(3) {
+            let (mut pa, mut pb) = (p.clone(), p);
+            let (mut va, mut vb) = (None, None);
+            for g in grads {
+                let (p, v) = o.step_tensors(0.1, pa, g.clone(), va);
+                (pa, va) = (p, Some(v));
+                let (p, s) = o.step(0.1, pb, g, vb.map(|velocity| SgdState { velocity }));
+                (pb, vb) = (p, s.map(|s| s.velocity));
+                same(&pa, &pb, "parameter");
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_state_is_recorded_as_burns() {
+        let device = Device::flex();
+        let velocity = Tensor::<2>::from_floats([[1.0, -2.0], [3.0, 0.5]], &device);
+        let ours = SgdState {
+            velocity: velocity.clone(),
+        };
+        let burns =
+            burn::optim::SgdState::new(Some(burn::optim::momentum::MomentumState::new(velocity)));
+        let (mut a, mut b) = (StateSink::default(), StateSink::default());
+        ours.state_flatten("layer.weight", &mut a);
+        burns.state_flatten("layer.weight", &mut b);
+        let names = |s: &StateSink| s.tensors.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+        let mut src = StateSource::default();
+        for (name, data) in a.tensors {
+            src.insert_tensor(name, data);
+        }
+        let back = SgdState::<2>::state_unflatten("layer.weight", &mut src, &device).unwrap();
+        same(
+            &back.velocity.reshape([4]),
+            &ours.velocity.reshape([4]),
+            "velocity",
+        );
+    }
+}
