@@ -1,15 +1,16 @@
-//! SGD with momentum and Adam as one pass over each parameter.
+//! SGD with momentum, Adam and AdamW as one pass over each parameter.
 //!
-//! [`FusedSgd`] and [`FusedAdam`] do the arithmetic of Burn's `Sgd` (with momentum, dampening 0)
-//! and `Adam` in the same order, so they give the same numbers, and keep the same state under
-//! the same names, so a checkpoint written with one resumes with the other. Burn's take 7 and 12
-//! passes over memory per parameter, each a tensor operation on one thread. On flex, ours read
+//! [`FusedSgd`], [`FusedAdam`] and [`FusedAdamW`] do the arithmetic of Burn's `Sgd` (with
+//! momentum, dampening 0), `Adam` and `AdamW` in the same order, so they give the same numbers,
+//! and keep the same state under the same names, so a checkpoint written with one resumes with
+//! the other. Burn's take 7 to 15 passes over memory per parameter, each a tensor operation on
+//! one thread. On flex, ours read
 //! the parameter, its gradient and its state once, and write the new parameter and state in
 //! place, on all threads. On other backends they run Burn's tensor operations.
 
 use burn::optim::{
-    Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Optimizer, RecordState,
-    StateSink, StateSource,
+    Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState,
+    LearningRate, Optimizer, RecordState, StateSink, StateSource,
 };
 use burn::tensor::{Device, Tensor};
 
@@ -160,6 +161,58 @@ impl Optimizer for FusedAdam {
     }
 }
 
+/// AdamW as `torch.optim.AdamW` (and Burn's `AdamW`): Adam's moments, the decay applied to the
+/// parameter itself, `p ← p · (1 − lr · λ) − lr · m̂ / (√v̂ + ε)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedAdamW {
+    /// `β₁`.
+    pub beta_1: f32,
+    /// `β₂`.
+    pub beta_2: f32,
+    /// `ε`.
+    pub epsilon: f32,
+    /// Decoupled weight decay `λ`.
+    pub weight_decay: f32,
+}
+
+impl FusedAdamW {
+    /// Burn's `AdamW` with the same settings: the step on backends without our kernel.
+    fn burn(&self) -> AdamW {
+        AdamWConfig::new()
+            .with_beta_1(self.beta_1)
+            .with_beta_2(self.beta_2)
+            .with_epsilon(self.epsilon)
+            .with_weight_decay(self.weight_decay)
+            .build()
+    }
+}
+
+impl Optimizer for FusedAdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamWState<D>>,
+    ) -> (Tensor<D>, Option<AdamWState<D>>) {
+        #[cfg(feature = "flex")]
+        if strata_tensor::flex::available(&tensor) {
+            let moments = state.map(|s| s.momentum);
+            let time = moments.as_ref().map_or(1, |m| m.time + 1);
+            let (tensor, moment_1, moment_2) = flex::adamw(self, lr, time, tensor, grad, moments);
+            let momentum = AdaptiveMomentumState::new(time, moment_1, moment_2);
+            return (tensor, Some(AdamWState::new(momentum)));
+        }
+        Optimizer::step(&self.burn(), lr, tensor, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: AdamWState<D>, device: &Device) -> AdamWState<D> {
+        <AdamW as Optimizer>::to_device(state, device)
+    }
+}
+
 #[cfg(feature = "flex")]
 mod flex {
     //! The kernels, a Burn backend extension on flex (no autodiff: optimizers step inner
@@ -205,6 +258,21 @@ mod flex {
             betas: [f32; 2],
             weight_decay: f32,
             correction: f32,
+            eps: f32,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+        /// One AdamW step: the new parameter and moments. `decay` is `1 − lr · λ` (1: none),
+        /// `corrections` are `1 − β₁ᵗ` and `1 − β₂ᵗ`.
+        #[allow(clippy::too_many_arguments)]
+        fn adamw_step(
+            param: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            moment_1: FloatTensor<Self>,
+            moment_2: FloatTensor<Self>,
+            lr: f32,
+            betas: [f32; 2],
+            decay: f32,
+            corrections: [f32; 2],
             eps: f32,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
@@ -269,32 +337,70 @@ mod flex {
             correction: f32,
             eps: f32,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            let shape = param.shape();
-            let grad = contiguous(&grad);
-            let (mut p, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
-            p.par_chunks_mut(CHUNK)
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .zip(values(&grad).par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| {
-                    vectorized(AdamKernel {
-                        p,
-                        m,
-                        v,
-                        g,
-                        lr,
-                        betas,
-                        weight_decay,
-                        correction,
-                        eps,
-                    })
-                });
-            (
-                tensor(p, shape.clone()),
-                tensor(m, shape.clone()),
-                tensor(v, shape),
-            )
+            moments_step(param, grad, moment_1, moment_2, |p, m, v, g| {
+                vectorized(AdamKernel {
+                    p,
+                    m,
+                    v,
+                    g,
+                    lr,
+                    betas,
+                    weight_decay,
+                    correction,
+                    eps,
+                })
+            })
         }
+
+        fn adamw_step(
+            param: FlexTensor,
+            grad: FlexTensor,
+            moment_1: FlexTensor,
+            moment_2: FlexTensor,
+            lr: f32,
+            betas: [f32; 2],
+            decay: f32,
+            corrections: [f32; 2],
+            eps: f32,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            moments_step(param, grad, moment_1, moment_2, |p, m, v, g| {
+                vectorized(AdamWKernel {
+                    p,
+                    m,
+                    v,
+                    g,
+                    lr,
+                    betas,
+                    decay,
+                    corrections,
+                    eps,
+                })
+            })
+        }
+    }
+
+    /// `kernel` over the parameter, its two moments and its gradient, in runs of [`CHUNK`]
+    /// numbers over the threads.
+    fn moments_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        kernel: impl Fn(&mut [f32], &mut [f32], &mut [f32], &[f32]) + Sync,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let shape = param.shape();
+        let grad = contiguous(&grad);
+        let (mut p, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(values(&grad).par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| kernel(p, m, v, g));
+        (
+            tensor(p, shape.clone()),
+            tensor(m, shape.clone()),
+            tensor(v, shape),
+        )
     }
 
     /// One SGD step over a run of numbers, in Burn's order of operations.
@@ -375,6 +481,46 @@ mod flex {
         }
     }
 
+    /// One AdamW step over a run of numbers, in Burn's order of operations.
+    struct AdamWKernel<'a> {
+        p: &'a mut [f32],
+        m: &'a mut [f32],
+        v: &'a mut [f32],
+        g: &'a [f32],
+        lr: f32,
+        betas: [f32; 2],
+        decay: f32,
+        corrections: [f32; 2],
+        eps: f32,
+    }
+
+    impl Vectorized for AdamWKernel<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn run(self) {
+            let Self {
+                p,
+                m,
+                v,
+                g,
+                lr,
+                betas: [b1, b2],
+                decay,
+                corrections: [c1, c2],
+                eps,
+            } = self;
+            let (f1, f2) = (1.0 - b1, 1.0 - b2);
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                *m = *m * b1 + g * f1;
+                *v = *v * b2 + g * g * f2;
+                let step = (*m / c1) / ((*v / c2).sqrt() + eps);
+                let decayed = if decay == 1.0 { *p } else { *p * decay };
+                *p = decayed - step * lr;
+            }
+        }
+    }
+
     pub(super) fn sgd<const D: usize>(
         o: &FusedSgd,
         lr: f32,
@@ -423,6 +569,37 @@ mod flex {
             o.weight_decay,
             correction,
             o.epsilon * bias_2,
+        );
+        (
+            Tensor::from_dispatch(p),
+            Tensor::from_dispatch(m),
+            Tensor::from_dispatch(v),
+        )
+    }
+
+    pub(super) fn adamw<const D: usize>(
+        o: &super::FusedAdamW,
+        lr: f64,
+        time: usize,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        moments: Option<burn::optim::AdaptiveMomentumState<D>>,
+    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+        let (m, v) = match moments {
+            Some(s) => (s.moment_1, s.moment_2),
+            None => (grad.zeros_like(), grad.zeros_like()),
+        };
+        let t = time as i32;
+        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adamw_step(
+            param.into_dispatch(),
+            grad.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+            lr as f32,
+            [o.beta_1, o.beta_2],
+            (1.0 - lr * o.weight_decay as f64) as f32,
+            [1.0 - o.beta_1.powi(t), 1.0 - o.beta_2.powi(t)],
+            o.epsilon,
         );
         (
             Tensor::from_dispatch(p),
@@ -507,6 +684,19 @@ mod tests {
             let ours = FusedAdam {
                 beta_1: 0.9,
                 beta_2: 0.999,
+                epsilon: 1e-8,
+                weight_decay,
+            };
+            agree(&ours, &ours.burn(), 1e-3);
+        }
+    }
+
+    #[test]
+    fn adamw_gives_burns_numbers() {
+        for weight_decay in [0.0, 0.1] {
+            let ours = FusedAdamW {
+                beta_1: 0.9,
+                beta_2: 0.99,
                 epsilon: 1e-8,
                 weight_decay,
             };

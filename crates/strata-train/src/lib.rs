@@ -2,8 +2,8 @@
 //!
 //! [`fit`](fit::fit) runs burn-train's `SupervisedTraining` for any task ([`task`]:
 //! classification, language model, regression) with what every job needs around it: the
-//! optimizers, schedules with warm-up, parameter groups and gradient clipping of [`optim`] (SGD
-//! and Adam as the one-pass steps of [`fused`]); frozen
+//! optimizers, schedules with warm-up, parameter groups and gradient clipping of [`optim`] (Adam,
+//! AdamW and SGD with momentum as the one-pass steps of [`fused`]); frozen
 //! parts; runs measured in epochs or steps; a progress bar with throughput and ETA
 //! ([`progress`]); `metrics.json` and `curves.png` after every period ([`metrics`], [`plot`]);
 //! a checkpoint per period and `--resume`; early stopping; and the artifact-dir rules every

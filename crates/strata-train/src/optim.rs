@@ -12,12 +12,12 @@ use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::lr_scheduler::{LrScheduler, LrSchedulerRecord};
-use burn::optim::{AdamWConfig, GradientsParams, LearningRate, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, LearningRate, ModuleOptimizer, SgdConfig};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use strata_tensor::named_enum;
 
-use crate::fused::{FusedAdam, FusedSgd};
+use crate::fused::{FusedAdam, FusedAdamW, FusedSgd};
 
 /// Which optimizer updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,8 +114,8 @@ impl OptimizerConfig {
         Ok(())
     }
 
-    /// The optimizer: SGD with momentum and Adam as the one-pass steps of [`crate::fused`],
-    /// AdamW and plain SGD as Burn's. Clipping is not part of it: [`fit`](crate::fit::fit) clips the global
+    /// The optimizer: Adam, AdamW and SGD with momentum as the one-pass steps of
+    /// [`crate::fused`], plain SGD as Burn's. Clipping is not part of it: [`fit`](crate::fit::fit) clips the global
     /// norm itself ([`clip_grad_norm`]), since burn clips each parameter on its own.
     pub fn init(&self) -> ModuleOptimizer {
         let wd = self.effective_weight_decay();
@@ -127,12 +127,12 @@ impl OptimizerConfig {
                 epsilon: self.eps as f32,
                 weight_decay: wd as f32,
             }),
-            OptimizerKind::AdamW => AdamWConfig::new()
-                .with_beta_1(self.betas.0 as f32)
-                .with_beta_2(self.betas.1 as f32)
-                .with_epsilon(self.eps as f32)
-                .with_weight_decay(wd as f32)
-                .init(),
+            OptimizerKind::AdamW => ModuleOptimizer::from(FusedAdamW {
+                beta_1: self.betas.0 as f32,
+                beta_2: self.betas.1 as f32,
+                epsilon: self.eps as f32,
+                weight_decay: wd as f32,
+            }),
             OptimizerKind::Sgd if self.momentum > 0.0 => ModuleOptimizer::from(FusedSgd {
                 momentum: self.momentum as f32,
                 nesterov: self.nesterov,
