@@ -1,7 +1,7 @@
 //! SGD with momentum, Adam and AdamW as one pass over each parameter.
 //!
-//! [`FusedSgd`], [`FusedAdam`] and [`FusedAdamW`] do the arithmetic of Burn's `Sgd` (with
-//! momentum, dampening 0), `Adam` and `AdamW` in the same order, so they give the same numbers,
+//! [`FusedSgd`] and [`FusedAdam`] (with `decoupled`, AdamW) do the arithmetic of Burn's `Sgd`
+//! (with momentum, dampening 0), `Adam` and `AdamW` in the same order, so they give the same numbers,
 //! and keep the same state under the same names, so a checkpoint written with one resumes with
 //! the other. Burn's take 7 to 15 passes over memory per parameter, each a tensor operation on
 //! one thread. On flex, ours read
@@ -9,8 +9,8 @@
 //! place, on all threads. On other backends they run Burn's tensor operations.
 
 use burn::optim::{
-    Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState,
-    LearningRate, Optimizer, RecordState, StateSink, StateSource,
+    Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, LearningRate, Optimizer,
+    RecordState, StateSink, StateSource,
 };
 use burn::tensor::{Device, Tensor};
 
@@ -106,8 +106,9 @@ impl FusedSgd {
     }
 }
 
-/// Adam as `torch.optim.Adam` (and Burn's `Adam`): L2 weight decay added to the gradient, bias
-/// corrections, `ε` added to `√v̂`.
+/// Adam as `torch.optim.Adam` (Burn's `Adam`): L2 weight decay added to the gradient, bias
+/// corrections, `ε` added to `√v̂`; or with `decoupled`, AdamW as `torch.optim.AdamW` (Burn's
+/// `AdamW`): the decay applied to the parameter itself, `p ← p · (1 − lr · λ) − lr · m̂ / (√v̂ + ε)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdam {
     /// `β₁`.
@@ -116,13 +117,15 @@ pub struct FusedAdam {
     pub beta_2: f32,
     /// `ε`.
     pub epsilon: f32,
-    /// L2 weight decay `λ` (0: none).
+    /// Weight decay `λ` (0: none).
     pub weight_decay: f32,
+    /// AdamW's decoupled weight decay instead of Adam's L2 decay.
+    pub decoupled: bool,
 }
 
 impl FusedAdam {
     /// Burn's `Adam` with the same settings: the step on backends without our kernel.
-    fn burn(&self) -> Adam {
+    fn adam(&self) -> Adam {
         let decay = (self.weight_decay > 0.0)
             .then(|| burn::optim::decay::WeightDecayConfig::new(self.weight_decay));
         AdamConfig::new()
@@ -132,8 +135,19 @@ impl FusedAdam {
             .with_weight_decay(decay)
             .build()
     }
+
+    /// Burn's `AdamW` with the same settings.
+    fn adamw(&self) -> AdamW {
+        AdamWConfig::new()
+            .with_beta_1(self.beta_1)
+            .with_beta_2(self.beta_2)
+            .with_epsilon(self.epsilon)
+            .with_weight_decay(self.weight_decay)
+            .build()
+    }
 }
 
+/// [`FusedAdam`]'s state: Burn's `AdamState` (`AdamWState` holds the same, under the same names).
 impl Optimizer for FusedAdam {
     type State<const D: usize> = AdamState<D>;
 
@@ -148,68 +162,20 @@ impl Optimizer for FusedAdam {
         if strata_tensor::flex::available(&tensor) {
             let moments = state.map(|s| s.momentum);
             let time = moments.as_ref().map_or(1, |m| m.time + 1);
-            let (tensor, moment_1, moment_2) =
-                flex::adam(self, lr as f32, time, tensor, grad, moments);
-            let momentum = AdaptiveMomentumState::new(time, moment_1, moment_2);
+            let (tensor, moment_1, moment_2) = flex::adam(self, lr, time, tensor, grad, moments);
+            let momentum = burn::optim::AdaptiveMomentumState::new(time, moment_1, moment_2);
             return (tensor, Some(AdamState::new(momentum)));
         }
-        Optimizer::step(&self.burn(), lr, tensor, grad, state)
+        if !self.decoupled {
+            return Optimizer::step(&self.adam(), lr, tensor, grad, state);
+        }
+        let state = state.map(|s| AdamWState::new(s.momentum));
+        let (tensor, state) = Optimizer::step(&self.adamw(), lr, tensor, grad, state);
+        (tensor, state.map(|s| AdamState::new(s.momentum)))
     }
 
     fn to_device<const D: usize>(state: AdamState<D>, device: &Device) -> AdamState<D> {
         <Adam as Optimizer>::to_device(state, device)
-    }
-}
-
-/// AdamW as `torch.optim.AdamW` (and Burn's `AdamW`): Adam's moments, the decay applied to the
-/// parameter itself, `p ← p · (1 − lr · λ) − lr · m̂ / (√v̂ + ε)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FusedAdamW {
-    /// `β₁`.
-    pub beta_1: f32,
-    /// `β₂`.
-    pub beta_2: f32,
-    /// `ε`.
-    pub epsilon: f32,
-    /// Decoupled weight decay `λ`.
-    pub weight_decay: f32,
-}
-
-impl FusedAdamW {
-    /// Burn's `AdamW` with the same settings: the step on backends without our kernel.
-    fn burn(&self) -> AdamW {
-        AdamWConfig::new()
-            .with_beta_1(self.beta_1)
-            .with_beta_2(self.beta_2)
-            .with_epsilon(self.epsilon)
-            .with_weight_decay(self.weight_decay)
-            .build()
-    }
-}
-
-impl Optimizer for FusedAdamW {
-    type State<const D: usize> = AdamWState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<AdamWState<D>>,
-    ) -> (Tensor<D>, Option<AdamWState<D>>) {
-        #[cfg(feature = "flex")]
-        if strata_tensor::flex::available(&tensor) {
-            let moments = state.map(|s| s.momentum);
-            let time = moments.as_ref().map_or(1, |m| m.time + 1);
-            let (tensor, moment_1, moment_2) = flex::adamw(self, lr, time, tensor, grad, moments);
-            let momentum = AdaptiveMomentumState::new(time, moment_1, moment_2);
-            return (tensor, Some(AdamWState::new(momentum)));
-        }
-        Optimizer::step(&self.burn(), lr, tensor, grad, state)
-    }
-
-    fn to_device<const D: usize>(state: AdamWState<D>, device: &Device) -> AdamWState<D> {
-        <AdamW as Optimizer>::to_device(state, device)
     }
 }
 
@@ -545,7 +511,7 @@ mod flex {
 
     pub(super) fn adam<const D: usize>(
         o: &FusedAdam,
-        lr: f32,
+        lr: f64,
         time: usize,
         param: Tensor<D>,
         grad: Tensor<D>,
@@ -557,50 +523,43 @@ mod flex {
             None => (grad.zeros_like(), grad.zeros_like()),
         };
         let t = time as i32;
-        let bias_2 = (1.0 - o.beta_2.powi(t)).sqrt();
-        let correction = bias_2 / (1.0 - o.beta_1.powi(t));
-        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adam_step(
+        let (param, grad, m, v) = (
             param.into_dispatch(),
             grad.into_dispatch(),
             m.into_dispatch(),
             v.into_dispatch(),
-            lr,
-            [o.beta_1, o.beta_2],
-            o.weight_decay,
-            correction,
-            o.epsilon * bias_2,
         );
-        (
-            Tensor::from_dispatch(p),
-            Tensor::from_dispatch(m),
-            Tensor::from_dispatch(v),
-        )
-    }
-
-    pub(super) fn adamw<const D: usize>(
-        o: &super::FusedAdamW,
-        lr: f64,
-        time: usize,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        moments: Option<burn::optim::AdaptiveMomentumState<D>>,
-    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
-        let (m, v) = match moments {
-            Some(s) => (s.moment_1, s.moment_2),
-            None => (grad.zeros_like(), grad.zeros_like()),
+        let betas = [o.beta_1, o.beta_2];
+        let corrections = [1.0 - o.beta_1.powi(t), 1.0 - o.beta_2.powi(t)];
+        let (p, m, v) = if o.decoupled {
+            // Burn's AdamW divides the moments by their corrections.
+            let decay = (1.0 - lr * o.weight_decay as f64) as f32;
+            <burn::backend::Dispatch as OptimizerOps>::adamw_step(
+                param,
+                grad,
+                m,
+                v,
+                lr as f32,
+                betas,
+                decay,
+                corrections,
+                o.epsilon,
+            )
+        } else {
+            // Burn's Adam folds them into one factor, and scales ε.
+            let bias_2 = corrections[1].sqrt();
+            <burn::backend::Dispatch as OptimizerOps>::adam_step(
+                param,
+                grad,
+                m,
+                v,
+                lr as f32,
+                betas,
+                o.weight_decay,
+                bias_2 / corrections[0],
+                o.epsilon * bias_2,
+            )
         };
-        let t = time as i32;
-        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adamw_step(
-            param.into_dispatch(),
-            grad.into_dispatch(),
-            m.into_dispatch(),
-            v.into_dispatch(),
-            lr as f32,
-            [o.beta_1, o.beta_2],
-            (1.0 - lr * o.weight_decay as f64) as f32,
-            [1.0 - o.beta_1.powi(t), 1.0 - o.beta_2.powi(t)],
-            o.epsilon,
-        );
         (
             Tensor::from_dispatch(p),
             Tensor::from_dispatch(m),
@@ -686,21 +645,23 @@ mod tests {
                 beta_2: 0.999,
                 epsilon: 1e-8,
                 weight_decay,
+                decoupled: false,
             };
-            agree(&ours, &ours.burn(), 1e-3);
+            agree(&ours, &ours.adam(), 1e-3);
         }
     }
 
     #[test]
     fn adamw_gives_burns_numbers() {
         for weight_decay in [0.0, 0.1] {
-            let ours = FusedAdamW {
+            let ours = FusedAdam {
                 beta_1: 0.9,
                 beta_2: 0.99,
                 epsilon: 1e-8,
                 weight_decay,
+                decoupled: true,
             };
-            agree(&ours, &ours.burn(), 1e-3);
+            agree(&ours, &ours.adamw(), 1e-3);
         }
     }
 

@@ -17,7 +17,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use strata_tensor::named_enum;
 
-use crate::fused::{FusedAdam, FusedAdamW, FusedSgd};
+use crate::fused::{FusedAdam, FusedSgd};
 
 /// Which optimizer updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,17 +121,12 @@ impl OptimizerConfig {
         let wd = self.effective_weight_decay();
         let decay = (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
         match self.kind {
-            OptimizerKind::Adam => ModuleOptimizer::from(FusedAdam {
+            OptimizerKind::Adam | OptimizerKind::AdamW => ModuleOptimizer::from(FusedAdam {
                 beta_1: self.betas.0 as f32,
                 beta_2: self.betas.1 as f32,
                 epsilon: self.eps as f32,
                 weight_decay: wd as f32,
-            }),
-            OptimizerKind::AdamW => ModuleOptimizer::from(FusedAdamW {
-                beta_1: self.betas.0 as f32,
-                beta_2: self.betas.1 as f32,
-                epsilon: self.eps as f32,
-                weight_decay: wd as f32,
+                decoupled: self.kind == OptimizerKind::AdamW,
             }),
             OptimizerKind::Sgd if self.momentum > 0.0 => ModuleOptimizer::from(FusedSgd {
                 momentum: self.momentum as f32,
