@@ -197,6 +197,26 @@ mod flex {
     /// Numbers per task: large parameters are split over the threads.
     const CHUNK: usize = 1 << 15;
 
+    /// How Adam turns its moments into a step, with the bias corrections of step `t` computed
+    /// as Burn computes them.
+    #[derive(Debug, Clone, Copy)]
+    pub enum AdamUpdate {
+        /// Adam: `g ← g + λ · p`, then `p ← p − lr · m · correction / (√v + eps)`, where
+        /// `correction` is `√(1 − β₂ᵗ) / (1 − β₁ᵗ)` and `eps` is `ε · √(1 − β₂ᵗ)`.
+        L2 {
+            weight_decay: f32,
+            correction: f32,
+            eps: f32,
+        },
+        /// AdamW: `p ← p · decay − lr · (m / c₁) / (√(v / c₂) + ε)`, where `decay` is
+        /// `1 − lr · λ` and `c₁, c₂` are `1 − β₁ᵗ, 1 − β₂ᵗ`.
+        Decoupled {
+            decay: f32,
+            corrections: [f32; 2],
+            eps: f32,
+        },
+    }
+
     #[backend_extension(Flex)]
     pub trait OptimizerOps: Backend {
         /// One SGD step: the new parameter and velocity. `velocity` is ignored when `first`.
@@ -212,9 +232,7 @@ mod flex {
             nesterov: bool,
         ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-        /// One Adam step: the new parameter and moments. `correction` is `√(1 − β₂ᵗ) / (1 −
-        /// β₁ᵗ)` and `eps` is `ε · √(1 − β₂ᵗ)`, as Burn computes them.
-        #[allow(clippy::too_many_arguments)]
+        /// One Adam or AdamW step (`update`): the new parameter and moments.
         fn adam_step(
             param: FloatTensor<Self>,
             grad: FloatTensor<Self>,
@@ -222,24 +240,7 @@ mod flex {
             moment_2: FloatTensor<Self>,
             lr: f32,
             betas: [f32; 2],
-            weight_decay: f32,
-            correction: f32,
-            eps: f32,
-        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-        /// One AdamW step: the new parameter and moments. `decay` is `1 − lr · λ` (1: none),
-        /// `corrections` are `1 − β₁ᵗ` and `1 − β₂ᵗ`.
-        #[allow(clippy::too_many_arguments)]
-        fn adamw_step(
-            param: FloatTensor<Self>,
-            grad: FloatTensor<Self>,
-            moment_1: FloatTensor<Self>,
-            moment_2: FloatTensor<Self>,
-            lr: f32,
-            betas: [f32; 2],
-            decay: f32,
-            corrections: [f32; 2],
-            eps: f32,
+            update: AdamUpdate,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
 
@@ -299,74 +300,32 @@ mod flex {
             moment_2: FlexTensor,
             lr: f32,
             betas: [f32; 2],
-            weight_decay: f32,
-            correction: f32,
-            eps: f32,
+            update: AdamUpdate,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            moments_step(param, grad, moment_1, moment_2, |p, m, v, g| {
-                vectorized(AdamKernel {
-                    p,
-                    m,
-                    v,
-                    g,
-                    lr,
-                    betas,
-                    weight_decay,
-                    correction,
-                    eps,
-                })
-            })
+            let shape = param.shape();
+            let grad = contiguous(&grad);
+            let (mut p, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(values(&grad).par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| {
+                    vectorized(AdamKernel {
+                        p,
+                        m,
+                        v,
+                        g,
+                        lr,
+                        betas,
+                        update,
+                    })
+                });
+            (
+                tensor(p, shape.clone()),
+                tensor(m, shape.clone()),
+                tensor(v, shape),
+            )
         }
-
-        fn adamw_step(
-            param: FlexTensor,
-            grad: FlexTensor,
-            moment_1: FlexTensor,
-            moment_2: FlexTensor,
-            lr: f32,
-            betas: [f32; 2],
-            decay: f32,
-            corrections: [f32; 2],
-            eps: f32,
-        ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            moments_step(param, grad, moment_1, moment_2, |p, m, v, g| {
-                vectorized(AdamWKernel {
-                    p,
-                    m,
-                    v,
-                    g,
-                    lr,
-                    betas,
-                    decay,
-                    corrections,
-                    eps,
-                })
-            })
-        }
-    }
-
-    /// `kernel` over the parameter, its two moments and its gradient, in runs of [`CHUNK`]
-    /// numbers over the threads.
-    fn moments_step(
-        param: FlexTensor,
-        grad: FlexTensor,
-        moment_1: FlexTensor,
-        moment_2: FlexTensor,
-        kernel: impl Fn(&mut [f32], &mut [f32], &mut [f32], &[f32]) + Sync,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let shape = param.shape();
-        let grad = contiguous(&grad);
-        let (mut p, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
-        p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(values(&grad).par_chunks(CHUNK))
-            .for_each(|(((p, m), v), g)| kernel(p, m, v, g));
-        (
-            tensor(p, shape.clone()),
-            tensor(m, shape.clone()),
-            tensor(v, shape),
-        )
     }
 
     /// One SGD step over a run of numbers, in Burn's order of operations.
@@ -406,7 +365,7 @@ mod flex {
         }
     }
 
-    /// One Adam step over a run of numbers, in Burn's order of operations.
+    /// One Adam or AdamW step over a run of numbers, in Burn's order of operations.
     struct AdamKernel<'a> {
         p: &'a mut [f32],
         m: &'a mut [f32],
@@ -414,9 +373,7 @@ mod flex {
         g: &'a [f32],
         lr: f32,
         betas: [f32; 2],
-        weight_decay: f32,
-        correction: f32,
-        eps: f32,
+        update: AdamUpdate,
     }
 
     impl Vectorized for AdamKernel<'_> {
@@ -431,58 +388,37 @@ mod flex {
                 g,
                 lr,
                 betas: [b1, b2],
-                weight_decay,
-                correction,
-                eps,
-            } = self;
-            let (f1, f2) = (1.0 - b1, 1.0 - b2);
-            let decay = weight_decay > 0.0;
-            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                let g = if decay { *p * weight_decay + g } else { g };
-                *m = *m * b1 + g * f1;
-                *v = *v * b2 + g * g * f2;
-                let step = *m * correction / (v.sqrt() + eps);
-                *p -= step * lr;
-            }
-        }
-    }
-
-    /// One AdamW step over a run of numbers, in Burn's order of operations.
-    struct AdamWKernel<'a> {
-        p: &'a mut [f32],
-        m: &'a mut [f32],
-        v: &'a mut [f32],
-        g: &'a [f32],
-        lr: f32,
-        betas: [f32; 2],
-        decay: f32,
-        corrections: [f32; 2],
-        eps: f32,
-    }
-
-    impl Vectorized for AdamWKernel<'_> {
-        type Output = ();
-
-        #[inline(always)]
-        fn run(self) {
-            let Self {
-                p,
-                m,
-                v,
-                g,
-                lr,
-                betas: [b1, b2],
-                decay,
-                corrections: [c1, c2],
-                eps,
+                update,
             } = self;
             let (f1, f2) = (1.0 - b1, 1.0 - b2);
             for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                *m = *m * b1 + g * f1;
-                *v = *v * b2 + g * g * f2;
-                let step = (*m / c1) / ((*v / c2).sqrt() + eps);
-                let decayed = if decay == 1.0 { *p } else { *p * decay };
-                *p = decayed - step * lr;
+                match update {
+                    AdamUpdate::L2 {
+                        weight_decay,
+                        correction,
+                        eps,
+                    } => {
+                        let g = if weight_decay > 0.0 {
+                            *p * weight_decay + g
+                        } else {
+                            g
+                        };
+                        *m = *m * b1 + g * f1;
+                        *v = *v * b2 + g * g * f2;
+                        *p -= *m * correction / (v.sqrt() + eps) * lr;
+                    }
+                    AdamUpdate::Decoupled {
+                        decay,
+                        corrections: [c1, c2],
+                        eps,
+                    } => {
+                        *m = *m * b1 + g * f1;
+                        *v = *v * b2 + g * g * f2;
+                        let step = (*m / c1) / ((*v / c2).sqrt() + eps);
+                        let decayed = if decay == 1.0 { *p } else { *p * decay };
+                        *p = decayed - step * lr;
+                    }
+                }
             }
         }
     }
@@ -529,37 +465,32 @@ mod flex {
             m.into_dispatch(),
             v.into_dispatch(),
         );
-        let betas = [o.beta_1, o.beta_2];
         let corrections = [1.0 - o.beta_1.powi(t), 1.0 - o.beta_2.powi(t)];
-        let (p, m, v) = if o.decoupled {
+        let update = if o.decoupled {
             // Burn's AdamW divides the moments by their corrections.
-            let decay = (1.0 - lr * o.weight_decay as f64) as f32;
-            <burn::backend::Dispatch as OptimizerOps>::adamw_step(
-                param,
-                grad,
-                m,
-                v,
-                lr as f32,
-                betas,
-                decay,
+            AdamUpdate::Decoupled {
+                decay: (1.0 - lr * o.weight_decay as f64) as f32,
                 corrections,
-                o.epsilon,
-            )
+                eps: o.epsilon,
+            }
         } else {
             // Burn's Adam folds them into one factor, and scales ε.
             let bias_2 = corrections[1].sqrt();
-            <burn::backend::Dispatch as OptimizerOps>::adam_step(
-                param,
-                grad,
-                m,
-                v,
-                lr as f32,
-                betas,
-                o.weight_decay,
-                bias_2 / corrections[0],
-                o.epsilon * bias_2,
-            )
+            AdamUpdate::L2 {
+                weight_decay: o.weight_decay,
+                correction: bias_2 / corrections[0],
+                eps: o.epsilon * bias_2,
+            }
         };
+        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adam_step(
+            param,
+            grad,
+            m,
+            v,
+            lr as f32,
+            [o.beta_1, o.beta_2],
+            update,
+        );
         (
             Tensor::from_dispatch(p),
             Tensor::from_dispatch(m),
