@@ -6,8 +6,9 @@
 //! On flex (f32) the operation is our own kernel with its own backward pass
 //! ([`flex::conv`](super::flex::conv)): per
 //! image, im2col into a buffer that stays in cache, then one GEMM for the output, one for the
-//! weight gradient (`dW = dY · colsᵀ`) and one for the input gradient (`dcols = Wᵀ · dY`, then
-//! col2im); bias and an optional ReLU are applied in the pass that writes the output. Burn
+//! weight gradient (`dWᵀ = cols · dYᵀ`) and one for the input gradient (`dcols = Wᵀ · dY`, then
+//! col2im, or for a wide stride-1 layer a convolution of `dY` with the kernels turned); bias and
+//! an optional ReLU are applied in the pass that writes the output. Burn
 //! 0.22's flex computes the weight gradient as a convolution with the output gradient as
 //! kernel, GEMMs a few columns wide, which made it the slowest part of a training step. On the
 //! other backends (ndarray, tch, CubeCL) [`conv2d`] is Burn's `conv2d`, whose kernels there

@@ -2,17 +2,23 @@
 //!
 //! Everything works one image at a time, images spread over the threads, so that an image's
 //! im2col matrix (`[in · kh · kw, oh · ow]`, 648 KiB for the second layer of the simple CNN)
-//! is written and read while it is still in the core's cache:
+//! is written and read while it is still in the core's cache; where it would not stay in the L2
+//! cache and the kernels are small (a ResNet's first layers, 7 MiB an image), it is built in
+//! blocks of output rows ([`row_blocks`]):
 //!
 //! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (flex's matrix product, copied
 //!   into the output), then bias and ReLU in place;
-//! - backward: the ReLU's mask applied to `dY_b`, then `dW += dY_b · colsᵀ` (one GEMM shaped
-//!   `[out, oh·ow] × [oh·ow, in·kh·kw]`, accumulated in place over a fixed run of images; the
-//!   runs' sums are added in order at the end, so that a seed always gives the same numbers),
-//!   the bias gradient as row sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`.
+//! - backward: the ReLU's mask applied to `dY_b` (without one, `dY_b` is read where it lies),
+//!   then `dWᵀ += cols · dY_bᵀ` (one GEMM shaped `[in·kh·kw, oh·ow] × [oh·ow, out]`, accumulated
+//!   in place over a fixed run of images; the runs' sums are added in order at the end, so that
+//!   a seed always gives the same numbers, and transposed back once), the bias gradient as row
+//!   sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`. Two shapes go another way: below 256
+//!   output positions an image (a ResNet's deep layers), the weight gradient is one product over
+//!   the batch ([`weight_grad_whole_batch`]); a wide stride-1 layer takes its input gradient as
+//!   a convolution of `dY` with the kernels turned by 180° ([`input_grad_by_conv`]).
 //!
-//! The im2col matrix and `dY_b` live in per-thread buffers lent to flex tensors for the products
-//! and taken back after, so no image allocates them again.
+//! The im2col matrix and the masked `dY_b` live in per-thread buffers lent to flex tensors for
+//! the products and taken back after, so no image allocates them again.
 //!   Only the gradients of inputs that need one are computed (not the images' of a first layer).
 //!
 //! The `Autodiff` implementation records one node for the whole operation.
@@ -294,9 +300,9 @@ fn backward(
                         let dy_g = dy_b.narrow(0, group * rows, rows).narrow(1, first, len);
                         let cols_g = cols.narrow(0, group * g.k(), g.k());
                         // Accumulated in place, transposed: dWᵀ += cols · dYᵀ. The product
-                        // runs these shapes 1.2 to 1.6 times faster in this order than as
-                        // dY · colsᵀ (measured: 293 against 480 GFLOP/s for a ResNet's first
-                        // layer), and only the small dW is transposed back at the end.
+                        // runs these shapes 1.1 to 1.6 times faster in this order than as
+                        // dY · colsᵀ (measured: 480 against 293 GFLOP/s for a ResNet's first
+                        // stage), and only the small dW is transposed back at the end.
                         let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
                         gemm(cols_g, dy_g.transpose(0, 1), true, acc);
                     }
