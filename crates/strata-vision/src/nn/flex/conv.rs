@@ -4,7 +4,7 @@
 //! im2col matrix (`[in · kh · kw, oh · ow]`, 648 KiB for the second layer of the simple CNN)
 //! is written and read while it is still in the core's cache; where it would not stay in the L2
 //! cache and the kernels are small (a ResNet's first layers, 7 MiB an image), it is built in
-//! blocks of output rows ([`row_blocks`]):
+//! blocks of output rows (`row_blocks`):
 //!
 //! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (flex's matrix product, copied
 //!   into the output), then bias and ReLU in place;
@@ -14,8 +14,8 @@
 //!   a seed always gives the same numbers, and transposed back once), the bias gradient as row
 //!   sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`. Two shapes go another way: below 256
 //!   output positions an image (a ResNet's deep layers), the weight gradient is one product over
-//!   the batch ([`weight_grad_whole_batch`]); a wide stride-1 layer takes its input gradient as
-//!   a convolution of `dY` with the kernels turned by 180° ([`input_grad_by_conv`]).
+//!   the batch (`weight_grad_whole_batch`); a wide stride-1 layer takes its input gradient as
+//!   a convolution of `dY` with the kernels turned by 180° (`input_grad_by_conv`).
 //!
 //! The im2col matrix and the masked `dY_b` live in per-thread buffers lent to flex tensors for
 //! the products and taken back after, so no image allocates them again.
