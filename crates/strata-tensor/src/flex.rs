@@ -25,6 +25,17 @@ pub fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("an f32 tensor, made contiguous")
 }
 
+/// The numbers of `t`, in order: its own buffer when nothing else holds it (a buffer lent by
+/// [`tensor`] and given back, a parameter updated in place), else a copy.
+pub fn into_values(t: FlexTensor) -> Vec<f32> {
+    let t = if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    };
+    t.into_data().try_into_vec::<f32>().expect("an f32 tensor")
+}
+
 /// A flex tensor made from `values` without copying them.
 pub fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))

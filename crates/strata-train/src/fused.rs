@@ -1,12 +1,12 @@
 //! SGD with momentum, Adam and AdamW as one pass over each parameter.
 //!
 //! [`FusedSgd`] and [`FusedAdam`] (with `decoupled`, AdamW) do the arithmetic of Burn's `Sgd`
-//! (with momentum, dampening 0), `Adam` and `AdamW` in the same order, so they give the same numbers,
-//! and keep the same state under the same names, so a checkpoint written with one resumes with
-//! the other. Burn's take 5 to 15 passes over memory per parameter, each a tensor operation on
-//! one thread. On flex, ours read
-//! the parameter, its gradient and its state once, and write the new parameter and state in
-//! place, on all threads. On other backends they run Burn's tensor operations.
+//! (with momentum, dampening 0), `Adam` and `AdamW` in the same order, so they give the same
+//! numbers, and keep the same state under the same names, so a checkpoint written with one
+//! resumes with the other. Burn's take 5 to 15 passes over memory per parameter, each a tensor
+//! operation on one thread. On flex, ours read the parameter, its gradient and its state once,
+//! and write the new parameter and state in place, on all threads. On other backends they run
+//! Burn's tensor operations.
 
 use burn::optim::{
     Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, LearningRate, Optimizer,
@@ -189,7 +189,7 @@ mod flex {
     use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
     use burn::tensor::Tensor;
     use rayon::prelude::*;
-    use strata_tensor::flex::{contiguous, tensor, values};
+    use strata_tensor::flex::{contiguous, into_values, tensor, values};
     use strata_tensor::simd::{Vectorized, vectorized};
 
     use super::{FusedAdam, FusedSgd};
@@ -244,18 +244,6 @@ mod flex {
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
 
-    /// The numbers of `t`: its own buffer when nothing else holds it, else a copy.
-    fn owned(t: FlexTensor) -> Vec<f32> {
-        let t = if t.as_slice::<f32>().is_some() {
-            t
-        } else {
-            t.to_contiguous()
-        };
-        t.into_data()
-            .try_into_vec::<f32>()
-            .expect("an f32 tensor, made contiguous")
-    }
-
     /// Checks that an optimizer state read back (from a checkpoint) fits its parameter.
     fn check_state(state: &[f32], param: &[f32]) {
         assert_eq!(
@@ -280,11 +268,11 @@ mod flex {
         ) -> (FlexTensor, FlexTensor) {
             let shape = param.shape();
             let grad = contiguous(&grad);
-            let mut p = owned(param);
+            let mut p = into_values(param);
             let mut v = if first {
                 vec![0.0; p.len()]
             } else {
-                owned(velocity)
+                into_values(velocity)
             };
             check_state(&v, &p);
             p.par_chunks_mut(CHUNK)
@@ -316,7 +304,11 @@ mod flex {
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
             let shape = param.shape();
             let grad = contiguous(&grad);
-            let (mut p, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
+            let (mut p, mut m, mut v) = (
+                into_values(param),
+                into_values(moment_1),
+                into_values(moment_2),
+            );
             check_state(&m, &p);
             check_state(&v, &p);
             p.par_chunks_mut(CHUNK)

@@ -36,7 +36,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use super::pool::{Unpool, max_plane};
-use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
+use super::{Vectorized, contiguous, dims4, into_values, tensor, values, vectorized};
 use crate::nn::Geometry;
 
 /// The convolution as one operation.
@@ -155,7 +155,7 @@ fn forward(
                     let window = pool.expect("pooling");
                     // The product, bias and ReLU in a scratch buffer, then each channel's windows.
                     let mut prod = take(&PRODUCT, rows * g.spatial());
-                    gemm(w_g, cols_g, false, &mut prod);
+                    gemm_columns(w_g, cols_g, &mut prod, 0..g.spatial());
                     vectorized(Epilogue {
                         bias: b_g,
                         relu,
@@ -304,7 +304,7 @@ fn backward(
                         // dY · colsᵀ (measured: 480 against 293 GFLOP/s for a ResNet's first
                         // stage), and only the small dW is transposed back at the end.
                         let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
-                        gemm(cols_g, dy_g.transpose(0, 1), true, acc);
+                        gemm_add(cols_g, dy_g.transpose(0, 1), acc);
                     }
                 });
             }
@@ -319,7 +319,7 @@ fn backward(
             }
         }
         if lent {
-            put_back(&MASKED, into_vec(dy_b));
+            put_back(&MASKED, into_values(dy_b));
         }
         (dw, db)
     };
@@ -343,24 +343,25 @@ fn backward(
             (dw, db)
         })
         .unwrap_or_else(zeros);
-    let dw = if per_image_dw {
-        untranspose(&dw, g.k(), rows)
-    } else if whole_batch_dw {
-        weight_grad_whole_batch(xs, &dy, &g)
-    } else {
-        dw
-    };
+    let [kh, kw] = g.kernel;
+    let dw_shape = [g.c_out, g.c_in / g.groups, kh, kw];
+    let dw = need_dw.then(|| {
+        if whole_batch_dw {
+            tensor(weight_grad_whole_batch(xs, &dy, &g), dw_shape)
+        } else {
+            // Each group's gradient was summed transposed, `[k, rows]`.
+            tensor(dw, [g.groups, g.k(), rows])
+                .permute(&[0, 2, 1])
+                .to_contiguous()
+                .reshape(dw_shape.into())
+        }
+    });
     let dx = if let Some(padding) = dx_by_conv {
         Some(input_grad_by_conv(&dy, &weight, &g, padding))
     } else {
         need_dx.then(|| tensor(dx, [g.batch, g.c_in, g.h, g.w]))
     };
-    let [kh, kw] = g.kernel;
-    [
-        dx,
-        need_dw.then(|| tensor(dw, [g.c_out, g.c_in / g.groups, kh, kw])),
-        need_db.then(|| tensor(db, [g.c_out])),
-    ]
+    [dx, dw, need_db.then(|| tensor(db, [g.c_out]))]
 }
 
 /// The `(begin, end)` padding of the convolution that gives this convolution's input gradient
@@ -411,22 +412,6 @@ fn input_grad_by_conv(
     let options = ConvOptions::new_with_padding([1, 1], padding, g.dilation, 1);
     let bias = tensor(vec![0.0; g.c_in], [g.c_in]);
     forward(grad, &turned, &bias, &options, false, None).0
-}
-
-/// `dw` (`[groups, k, rows]`, each group's gradient transposed) as `[groups, rows, k]`.
-fn untranspose(dw: &[f32], k: usize, rows: usize) -> Vec<f32> {
-    let mut out = vec![0f32; dw.len()];
-    for (src, dst) in dw
-        .chunks_exact((k * rows).max(1))
-        .zip(out.chunks_exact_mut((k * rows).max(1)))
-    {
-        for (kk, row) in src.chunks_exact(rows.max(1)).enumerate() {
-            for (r, &v) in row.iter().enumerate() {
-                dst[r * k + kk] = v;
-            }
-        }
-    }
-    out
 }
 
 /// The weight gradient as one product per group over the whole batch:
@@ -650,29 +635,18 @@ fn with_cols<R>(
     });
     let cols = tensor(buf, [rows, positions]);
     let result = f(&cols);
-    put_back(&COLS, into_vec(cols));
+    put_back(&COLS, into_values(cols));
     result
 }
 
-/// The numbers of `t`, a buffer lent by [`tensor`]: the same buffer when `t` holds the last
-/// reference to it (no view of it is left), else a copy.
-fn into_vec(t: FlexTensor) -> Vec<f32> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .expect("an f32 buffer lent to a tensor")
-}
-
-/// `c = a · b`, or with `add` `c += a · b`, for `c` `a.rows × b.cols` row-major, with flex's matrix product (the
-/// `gemm` crate, whose kernels use AVX-512 where the CPU has it: twice `matrixmultiply`'s rate
-/// on such a CPU, measured on these products), then copied or added into `c`.
-fn gemm(a: FlexTensor, b: FlexTensor, add: bool, c: &mut [f32]) {
+/// `c += a · b` for `c` `a.rows × b.cols` row-major, with flex's matrix product (the `gemm`
+/// crate, whose kernels use AVX-512 where the CPU has it: twice `matrixmultiply`'s rate on such
+/// a CPU, measured on these products), then added into `c`.
+fn gemm_add(a: FlexTensor, b: FlexTensor, c: &mut [f32]) {
     let product = Flex::float_matmul(a, b);
-    let p = values(&product);
-    if add {
-        c.iter_mut().zip(p).for_each(|(c, p)| *c += p);
-    } else {
-        c.copy_from_slice(p);
-    }
+    c.iter_mut()
+        .zip(values(&product))
+        .for_each(|(c, p)| *c += p);
 }
 
 /// Bytes of an im2col block that stays in a core's L2 cache (1 MiB or more on the CPUs we

@@ -9,7 +9,7 @@ pub mod pool_window;
 
 use burn::backend::flex::FlexTensor;
 pub use strata_tensor::flex::available;
-use strata_tensor::flex::{contiguous, tensor, values};
+use strata_tensor::flex::{contiguous, into_values, tensor, values};
 use strata_tensor::simd::{Vectorized, vectorized};
 
 /// The 4 dimensions of `t`.
