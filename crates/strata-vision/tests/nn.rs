@@ -138,7 +138,34 @@ fn cases() -> Vec<Case> {
         bias: false,
         ..case(4, 6, 3, 2, 1, 1)
     };
+    // Winograd's F(2×2, 3×3) (3×3 kernels, stride 1, at least 16 channels in and out): odd
+    // sizes whose last tiles are cut, no padding, uneven padding, channels beyond a multiple of
+    // 16, a ReLU, and an image in several blocks of tile rows. Their input gradients are
+    // convolutions through the same transforms.
+    let winograd = Case {
+        size: [11, 9],
+        ..case(16, 24, 3, 1, 1, 1)
+    };
+    let winograd_unpadded_relu = Case {
+        relu: true,
+        size: [10, 7],
+        ..case(24, 16, 3, 1, 0, 1)
+    };
+    let winograd_uneven = Case {
+        padding: [(2, 0), (0, 2)],
+        bias: false,
+        ..case(16, 17, 3, 1, 0, 1)
+    };
+    let winograd_blocks = Case {
+        batch: 2,
+        size: [70, 45],
+        ..case(64, 32, 3, 1, 1, 1)
+    };
     all.extend([
+        winograd,
+        winograd_unpadded_relu,
+        winograd_uneven,
+        winograd_blocks,
         grouped,
         small_output_grouped,
         small_output_relu,

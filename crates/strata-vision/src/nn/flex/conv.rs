@@ -36,6 +36,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use super::pool::{Unpool, max_plane};
+use super::winograd;
 use super::{Vectorized, contiguous, dims4, into_values, tensor, values, vectorized};
 use crate::nn::Geometry;
 
@@ -121,10 +122,17 @@ fn forward(
     };
     let w = weight.reshape([g.c_out, g.k()].into());
     let rows = g.c_out / g.groups;
+    // A 3×3 convolution with stride 1 and enough channels: Winograd's F(2×2, 3×3).
+    let winograd_kernels =
+        (pool.is_none() && winograd::applies(&g)).then(|| winograd::kernels(values(&weight), &g));
     out.par_chunks_mut(y_len.max(1))
         .zip(xs.par_chunks(x_len.max(1)))
         .zip(code_chunks)
         .for_each(|((y, x), codes)| {
+            if let Some(u) = &winograd_kernels {
+                winograd::image(x, u, &g, bias, relu, y);
+                return;
+            }
             if pool.is_none() {
                 // The products block by block straight into the output, then bias and ReLU in
                 // place.
@@ -370,7 +378,9 @@ fn backward(
 /// positions as kernel rows (where `Wᵀ · dY` would be a large matrix; below that, as in a
 /// ResNet's deeper layers, it is the cheaper way).
 fn input_grad_padding(g: &Geometry) -> Option<[(usize, usize); 2]> {
-    if g.stride != [1, 1] || g.groups != 1 || g.spatial() < g.k() {
+    // Through Winograd's transforms (see `winograd`), the convolution is the cheaper way at
+    // every size.
+    if g.stride != [1, 1] || g.groups != 1 || (g.spatial() < g.k() && !winograd::applies(g)) {
         return None;
     }
     let side = |d: usize, size: usize, out: usize| {

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod dropout;
 pub mod pool;
 pub mod pool_window;
+mod winograd;
 
 use burn::backend::flex::FlexTensor;
 pub use strata_tensor::flex::available;
