@@ -92,7 +92,11 @@ pub fn conv2d(
 }
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Geometry {
-    Geometry::new(dims4(x), dims4(weight), options).unwrap_or_else(|e| panic!("conv2d: {e}"))
+    geometry_of(dims4(x), dims4(weight), options)
+}
+
+fn geometry_of(x: [usize; 4], weight: [usize; 4], options: &ConvOptions<2>) -> Geometry {
+    Geometry::new(x, weight, options).unwrap_or_else(|e| panic!("conv2d: {e}"))
 }
 
 /// The output, and with `pool` the window each pooled output's maximum came from (tap
@@ -111,6 +115,11 @@ fn forward(
     let weight = contiguous(weight);
     let bias = contiguous(bias);
     let bias = values(&bias);
+    // A 3×3 convolution with stride 1 and enough channels: Winograd's F(2×2, 3×3).
+    if pool.is_none() && winograd::applies(&g) {
+        let u = winograd::kernels(values(&weight), &g, false);
+        return (winograd::convolve(xs, &u, &g, bias, relu), Vec::new());
+    }
     let [ph, pw] = pool.unwrap_or([1, 1]);
     let (oh, ow) = (g.oh / ph, g.ow / pw);
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * oh * ow);
@@ -122,17 +131,10 @@ fn forward(
     };
     let w = weight.reshape([g.c_out, g.k()].into());
     let rows = g.c_out / g.groups;
-    // A 3×3 convolution with stride 1 and enough channels: Winograd's F(2×2, 3×3).
-    let winograd_kernels =
-        (pool.is_none() && winograd::applies(&g)).then(|| winograd::kernels(values(&weight), &g));
     out.par_chunks_mut(y_len.max(1))
         .zip(xs.par_chunks(x_len.max(1)))
         .zip(code_chunks)
         .for_each(|((y, x), codes)| {
-            if let Some(u) = &winograd_kernels {
-                winograd::image(x, u, &g, bias, relu, y);
-                return;
-            }
             if pool.is_none() {
                 // The products block by block straight into the output, then bias and ReLU in
                 // place.
@@ -404,6 +406,14 @@ fn input_grad_by_conv(
     padding: [(usize, usize); 2],
 ) -> FlexTensor {
     let [kh, kw] = g.kernel;
+    let options = ConvOptions::new_with_padding([1, 1], padding, g.dilation, 1);
+    let turned_g = geometry_of(dims4(grad), [g.c_in, g.c_out, kh, kw], &options);
+    if winograd::applies(&turned_g) {
+        // The turned kernels straight into Winograd's form.
+        let u = winograd::kernels(values(weight), g, true);
+        let grad = contiguous(grad);
+        return winograd::convolve(values(&grad), &u, &turned_g, &vec![0.0; g.c_in], false);
+    }
     let taps = kh * kw;
     let mut turned = vec![0f32; g.c_out * g.c_in * taps];
     for (o, kernels) in values(weight)
@@ -419,7 +429,6 @@ fn input_grad_by_conv(
         }
     }
     let turned = tensor(turned, [g.c_in, g.c_out, kh, kw]);
-    let options = ConvOptions::new_with_padding([1, 1], padding, g.dilation, 1);
     let bias = tensor(vec![0.0; g.c_in], [g.c_in]);
     forward(grad, &turned, &bias, &options, false, None).0
 }

@@ -50,18 +50,36 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.c_out >= MIN_CHANNELS
 }
 
-/// The kernels `weight` `[out, in, 3, 3]` transformed: `[16, in, out]`, `U[ξ][c][o] = (G g Gᵀ)[ξ]`
-/// for kernel `g = weight[o][c]`, with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-/// Computed on all threads, one input channel each, into `[in, 16, out]` (written in order),
-/// and returned as a view of that.
-pub(super) fn kernels(weight: &[f32], g: &Geometry) -> FlexTensor {
+/// The kernels `weight` `[out, in, 3, 3]` transformed, as `[16, in, out]`: `U[ξ][c][o] = (G g
+/// Gᵀ)[ξ]` for kernel `g = weight[o][c]`, with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+/// With `turned`, the kernels of the convolution that gives the input gradient instead (each
+/// turned by 180°, input and output channels swapped): `[16, out, in]`, `U[ξ][o][c]` from
+/// `weight[o][c]` reversed. Each product wants its `U[ξ]` contiguous along its last dimension;
+/// computed on all threads, one channel of that dimension's other side each.
+pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> FlexTensor {
     let (c_in, c_out) = (g.c_in, g.c_out);
-    let mut u = vec![0f32; c_in * 16 * c_out];
+    let mut u = vec![0f32; c_out * 16 * c_in];
+    if turned {
+        // `[out, 16, in]`, each output channel's kernels read and written in order, returned
+        // as a `[16, out, in]` view.
+        u.par_chunks_mut((16 * c_in).max(1))
+            .zip(weight.par_chunks((9 * c_in).max(1)))
+            .for_each(|(rows, kernels)| {
+                for (c, k) in kernels.chunks_exact(9).enumerate() {
+                    let k: [f32; 9] = std::array::from_fn(|i| k[8 - i]);
+                    for (xi, v) in kernel(&k).into_iter().enumerate() {
+                        rows[xi * c_in + c] = v;
+                    }
+                }
+            });
+        return tensor(u, [c_out, 16, c_in]).permute(&[1, 0, 2]);
+    }
+    // `[in, 16, out]`, one input channel per task, returned as a `[16, in, out]` view.
     u.par_chunks_mut((16 * c_out).max(1))
         .enumerate()
         .for_each(|(c, rows)| {
             for o in 0..c_out {
-                let k = &weight[(o * c_in + c) * 9..][..9];
+                let k: &[f32; 9] = weight[(o * c_in + c) * 9..][..9].try_into().expect("3×3");
                 for (xi, v) in kernel(k).into_iter().enumerate() {
                     rows[xi * c_out + o] = v;
                 }
@@ -71,7 +89,8 @@ pub(super) fn kernels(weight: &[f32], g: &Geometry) -> FlexTensor {
 }
 
 /// `G k Gᵀ`, row by row, for one 3×3 kernel `k` (row by row).
-fn kernel(k: &[f32]) -> [f32; 16] {
+#[inline(always)]
+fn kernel(k: &[f32; 9]) -> [f32; 16] {
     let mut out = [0f32; 16];
     // G · k (4×3), then each of its rows `r` times Gᵀ.
     let row = |a: f32, b: f32, d: f32| [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
@@ -85,16 +104,27 @@ fn kernel(k: &[f32]) -> [f32; 16] {
     out
 }
 
-/// One image's convolution: `y` `[out, oh, ow]` from `x` `[in, h, w]` and the transformed
-/// kernels `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`.
-pub(super) fn image(
-    x: &[f32],
+/// The convolution `g` of the images `xs` (`[batch, in, h, w]`) with the transformed kernels
+/// `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`: `[batch, out, oh, ow]`, the
+/// images spread over the threads.
+pub(super) fn convolve(
+    xs: &[f32],
     u: &FlexTensor,
     g: &Geometry,
     bias: &[f32],
     relu: bool,
-    y: &mut [f32],
-) {
+) -> FlexTensor {
+    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
+    let mut out = vec![0f32; g.batch * y_len];
+    out.par_chunks_mut(y_len.max(1))
+        .zip(xs.par_chunks(x_len.max(1)))
+        .for_each(|(y, x)| image(x, u, g, bias, relu, y));
+    tensor(out, [g.batch, g.c_out, g.oh, g.ow])
+}
+
+/// One image's convolution: `y` `[out, oh, ow]` from `x` `[in, h, w]` and the transformed
+/// kernels `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`.
+fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &mut [f32]) {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let padded = Padded::new(x, g, th, tw);
     let rows_per_block =
@@ -399,7 +429,7 @@ mod tests {
         for (i, w) in weight[..9].iter_mut().enumerate() {
             *w = (i + 1) as f32;
         }
-        let u = kernels(&weight, &g).to_contiguous();
+        let u = kernels(&weight, &g, false).to_contiguous();
         let u = values(&u);
         let at = |xi: usize| u[xi * 16 * 16];
         // G k Gᵀ by hand for k = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]: G k = [[1, 2, 3], [6, 7.5, 9],
