@@ -140,8 +140,8 @@ fn cases() -> Vec<Case> {
     };
     // Winograd's F(2×2, 3×3) (3×3 kernels, stride 1, at least 16 channels in and out): odd
     // sizes whose last tiles are cut, no padding, uneven padding, channels beyond a multiple of
-    // 16, a ReLU, and an image in several blocks of tile rows. Their input gradients are
-    // convolutions through the same transforms.
+    // 16, a ReLU, and an image in several blocks of tile rows. Their input gradients, but the
+    // one after a ReLU, are convolutions through the same transforms.
     let winograd = Case {
         size: [11, 9],
         ..case(16, 24, 3, 1, 1, 1)

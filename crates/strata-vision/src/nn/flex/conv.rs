@@ -7,7 +7,9 @@
 //! blocks of output rows (`row_blocks`):
 //!
 //! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (flex's matrix product, copied
-//!   into the output), then bias and ReLU in place;
+//!   into the output), then bias and ReLU in place; a 3×3 kernel with stride 1, one group and
+//!   at least 16 channels in and out, without pooling, goes through Winograd's F(2×2, 3×3)
+//!   instead (`winograd`), as does the input gradient of such a layer;
 //! - backward: the ReLU's mask applied to `dY_b` (without one, `dY_b` is read where it lies),
 //!   then `dWᵀ += cols · dY_bᵀ` (one GEMM shaped `[in·kh·kw, oh·ow] × [oh·ow, out]`, accumulated
 //!   in place over a fixed run of images; the runs' sums are added in order at the end, so that
@@ -376,9 +378,10 @@ fn backward(
 
 /// The `(begin, end)` padding of the convolution that gives this convolution's input gradient
 /// (see [`input_grad_by_conv`]), where that is the better way to compute it: with stride 1, one
-/// group, padding of at most `dilation · (k − 1)` on each side, and at least as many output
-/// positions as kernel rows (where `Wᵀ · dY` would be a large matrix; below that, as in a
-/// ResNet's deeper layers, it is the cheaper way).
+/// group, padding of at most `dilation · (k − 1)` on each side, and either at least as many
+/// output positions as kernel rows (where `Wᵀ · dY` would be a large matrix; below that, as in
+/// a ResNet's deeper layers, it is the cheaper way) or a convolution that Winograd's transforms
+/// compute (`winograd::applies`), at any size.
 fn input_grad_padding(g: &Geometry) -> Option<[(usize, usize); 2]> {
     // Through Winograd's transforms (see `winograd`), the convolution is the cheaper way at
     // every size.
@@ -396,9 +399,10 @@ fn input_grad_padding(g: &Geometry) -> Option<[(usize, usize); 2]> {
 
 /// The input gradient of a stride-1 convolution as a convolution: of the output's gradient
 /// `grad` with each kernel turned by 180° and the input and output channels swapped, padded
-/// by `padding` (`dilation · (k − 1)` less the convolution's own on each side). Through
-/// [`forward`] it is one product per image written into the gradient, where `Wᵀ · dY` would
-/// write a matrix `kh · kw` times larger for [`col2im`] to scatter-add.
+/// by `padding` (`dilation · (k − 1)` less the convolution's own on each side): through
+/// Winograd's transforms where they apply (the turned kernels transformed straight from
+/// `weight`), else through [`forward`], one product per image written into the gradient, where
+/// `Wᵀ · dY` would write a matrix `kh · kw` times larger for [`col2im`] to scatter-add.
 fn input_grad_by_conv(
     grad: &FlexTensor,
     weight: &FlexTensor,

@@ -31,8 +31,8 @@ use crate::nn::Geometry;
 /// Channels in and out below which the products are too small for the transforms to pay.
 const MIN_CHANNELS: usize = 16;
 
-/// Bytes of one block's transformed input, which stays in a core's L2 cache from being written
-/// to being read by the products.
+/// Bytes of one block's transformed input or of its products, whichever is larger: small
+/// enough for both to stay in the L2 cache between the transforms and the products.
 const BLOCK: usize = 512 << 10;
 
 /// Whether [`image`] computes the convolution `g`: a 3×3 kernel with stride and dilation 1,
@@ -55,7 +55,8 @@ pub(super) fn applies(g: &Geometry) -> bool {
 /// With `turned`, the kernels of the convolution that gives the input gradient instead (each
 /// turned by 180°, input and output channels swapped): `[16, out, in]`, `U[ξ][o][c]` from
 /// `weight[o][c]` reversed. Each product wants its `U[ξ]` contiguous along its last dimension;
-/// computed on all threads, one channel of that dimension's other side each.
+/// computed on all threads, one task per row of the `U[ξ]` (an input channel, or with `turned`
+/// an output channel).
 pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> FlexTensor {
     let (c_in, c_out) = (g.c_in, g.c_out);
     let mut u = vec![0f32; c_out * 16 * c_in];
@@ -173,7 +174,7 @@ impl Padded {
                 continue;
             };
             let cols = g.pad[1]..(g.pad[1] + g.w).min(width);
-            for (c, plane) in x.chunks_exact(g.h * g.w).enumerate() {
+            for (c, plane) in x.chunks_exact((g.h * g.w).max(1)).enumerate() {
                 let src = &plane[src_r * g.w..][..cols.len()];
                 for (col, &v) in cols.clone().zip(src) {
                     row[col * channels + c] = v;
