@@ -39,7 +39,9 @@ use rayon::prelude::*;
 
 use super::pool::{Unpool, max_plane};
 use super::winograd;
-use super::{Vectorized, contiguous, dims4, into_values, tensor, values, vectorized};
+use super::{
+    Vectorized, contiguous, dims4, into_values, put_back, take, tensor, values, vectorized,
+};
 use crate::nn::Geometry;
 
 /// The convolution as one operation.
@@ -615,8 +617,6 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
-
 thread_local! {
     /// Each thread's im2col buffer, reused from image to image and call to call.
     static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -624,18 +624,6 @@ thread_local! {
     static MASKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for an image's product before pooling.
     static PRODUCT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// This thread's buffer `key`, `len` long (its old contents, or zeros where it grew).
-fn take(key: &'static Scratch, len: usize) -> Vec<f32> {
-    let mut buf = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    buf.resize(len, 0.0);
-    buf
-}
-
-/// `buf`, made by [`take`], back into this thread's buffer `key`.
-fn put_back(key: &'static Scratch, buf: Vec<f32>) {
-    key.with(|c| *c.borrow_mut() = buf);
 }
 
 /// Runs `f` on the im2col matrix of image `x` for output rows `out_rows` (`[in · kh · kw,

@@ -25,7 +25,7 @@ use burn::backend::ops::FloatTensorOps;
 
 use rayon::prelude::*;
 
-use super::{Vectorized, into_values, tensor, values, vectorized};
+use super::{Vectorized, into_values, put_back, take, tensor, values, vectorized};
 use crate::nn::Geometry;
 
 /// Channels in and out below which the products are too small for the transforms to pay.
@@ -134,7 +134,7 @@ fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &
     while first < th {
         let rows = first..(first + rows_per_block).min(th);
         let tiles = rows.len() * tw;
-        let mut v = take(16 * tiles * g.c_in);
+        let mut v = take(&TILES, 16 * tiles * g.c_in);
         vectorized(InputTiles {
             padded: &padded,
             rows: rows.clone(),
@@ -143,7 +143,7 @@ fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &
         });
         let v = tensor(v, [16, tiles, g.c_in]);
         let m = Flex::float_matmul(v.clone(), u.clone());
-        put_back(into_values(v));
+        put_back(&TILES, into_values(v));
         vectorized(OutputTiles {
             m: values(&m),
             g,
@@ -370,18 +370,6 @@ fn output_tile<const L: usize>(planes: &[&[f32]; 16], at: usize, out: &mut [[f32
 thread_local! {
     /// Each thread's buffer for a block's transformed input.
     static TILES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// This thread's tile buffer, `len` long.
-fn take(len: usize) -> Vec<f32> {
-    let mut buf = TILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    buf.resize(len, 0.0);
-    buf
-}
-
-/// The tile buffer back to this thread.
-fn put_back(buf: Vec<f32>) {
-    TILES.with(|c| *c.borrow_mut() = buf);
 }
 
 #[cfg(test)]
