@@ -43,9 +43,9 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.dilation == [1, 1]
         && g.groups == 1
         && g.pad.iter().all(|&p| p <= 2)
-        // At most 2 on the far sides too: output `oh = h + pad + end − 2`.
-        && g.oh + 2 <= g.h + g.pad[0] + 2
-        && g.ow + 2 <= g.w + g.pad[1] + 2
+        // At most 2 on the far sides too: `oh = h + pad + end − 2`.
+        && g.oh <= g.h + g.pad[0]
+        && g.ow <= g.w + g.pad[1]
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
 }
@@ -308,22 +308,9 @@ impl Vectorized for OutputTiles<'_> {
         for (t, (i, j)) in rows.flat_map(|i| (0..tw).map(move |j| (i, j))).enumerate() {
             let (r0, c0) = (2 * i, 2 * j);
             let (two_rows, two_cols) = (r0 + 1 < g.oh, c0 + 1 < g.ow);
-            let mut lane = 0;
-            while lane < o_n {
-                let width = LANES.min(o_n - lane);
-                let mut out = [[0f32; LANES]; 4];
-                if width == LANES {
-                    output_tile::<LANES>(&planes, t * o_n + lane, &mut out);
-                } else {
-                    for l in 0..width {
-                        let mut one = [[0f32; 1]; 4];
-                        output_tile::<1>(&planes, t * o_n + lane + l, &mut one);
-                        for (o, v) in out.iter_mut().zip(one) {
-                            o[l] = v[0];
-                        }
-                    }
-                }
-                for (l, o) in (lane..lane + width).enumerate() {
+            // The tile's outputs for channels `first..`, one slice per position, into `y`.
+            let mut store = |out: [&[f32]; 4], first: usize| {
+                for (l, o) in (first..first + out[0].len()).enumerate() {
                     let at = o * plane + r0 * g.ow + c0;
                     let act = |v: f32| {
                         let v = v + bias[o];
@@ -340,15 +327,26 @@ impl Vectorized for OutputTiles<'_> {
                         }
                     }
                 }
-                lane += width;
+            };
+            let mut lane = 0;
+            while lane + LANES <= o_n {
+                let out = output_tile::<LANES>(&planes, t * o_n + lane);
+                store(out.each_ref().map(|p| &p[..]), lane);
+                lane += LANES;
+            }
+            while lane < o_n {
+                let out = output_tile::<1>(&planes, t * o_n + lane);
+                store(out.each_ref().map(|p| &p[..]), lane);
+                lane += 1;
             }
         }
     }
 }
 
-/// One tile's 2×2 outputs (in `out`, row by row) for lanes `at..at + L` of the 16 planes.
+/// One tile's 2×2 outputs, row by row, for lanes `at..at + L` of the 16 planes.
 #[inline(always)]
-fn output_tile<const L: usize>(planes: &[&[f32]; 16], at: usize, out: &mut [[f32; L]; 4]) {
+fn output_tile<const L: usize>(planes: &[&[f32]; 16], at: usize) -> [[f32; L]; 4] {
+    let mut out = [[0f32; L]; 4];
     let m: [[f32; L]; 16] =
         std::array::from_fn(|k| planes[k][at..at + L].try_into().expect("L lanes"));
     for l in 0..L {
@@ -365,6 +363,7 @@ fn output_tile<const L: usize>(planes: &[&[f32]; 16], at: usize, out: &mut [[f32
             out[2 * a + 1][l] = row[1] - row[2] - row[3];
         }
     }
+    out
 }
 
 thread_local! {
