@@ -141,7 +141,8 @@ fn cases() -> Vec<Case> {
     // Winograd's F(2×2, 3×3) (3×3 kernels, stride 1, at least 16 channels in and out): odd
     // sizes whose last tiles are cut, no padding, uneven padding, channels beyond a multiple of
     // 16, a ReLU, and an image in several blocks of tile rows. Their input gradients, but the
-    // one after a ReLU, are convolutions through the same transforms.
+    // one after a ReLU, are convolutions through the same transforms, and so are their weight
+    // gradients, but the one after a ReLU.
     let winograd = Case {
         size: [11, 9],
         ..case(16, 24, 3, 1, 1, 1)
@@ -161,11 +162,19 @@ fn cases() -> Vec<Case> {
         size: [70, 45],
         ..case(64, 32, 3, 1, 1, 1)
     };
+    // Small images (16 tiles), whose tiles go into the products several images at a time: 16
+    // images, then the last 2.
+    let winograd_image_groups = Case {
+        batch: 18,
+        size: [7, 7],
+        ..case(16, 16, 3, 1, 1, 1)
+    };
     all.extend([
         winograd,
         winograd_unpadded_relu,
         winograd_uneven,
         winograd_blocks,
+        winograd_image_groups,
         grouped,
         small_output_grouped,
         small_output_relu,

@@ -9,7 +9,8 @@
 //! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (flex's matrix product, copied
 //!   into the output), then bias and ReLU in place; a 3×3 kernel with stride 1, one group and
 //!   at least 16 channels in and out, without pooling, goes through Winograd's F(2×2, 3×3)
-//!   instead (`winograd`), as does the input gradient of such a layer;
+//!   instead (`winograd`), as do the input gradient of such a layer and, where no ReLU
+//!   follows it inside the operation, its weight gradient;
 //! - backward: the ReLU's mask applied to `dY_b` (without one, `dY_b` is read where it lies),
 //!   then `dWᵀ += cols · dY_bᵀ` (one GEMM shaped `[in·kh·kw, oh·ow] × [oh·ow, out]`, accumulated
 //!   in place over a fixed run of images; the runs' sums are added in order at the end, so that
@@ -251,9 +252,15 @@ fn backward(
     // its inner dimension) and larger than its inputs (the deep layers of a ResNet: 7×7
     // outputs against 4,608 kernel rows), one product over the whole batch instead, after the
     // loop. Above 256 positions (28×28 against 1,152 rows) the images' own products are faster.
-    let whole_batch_dw =
-        need_dw && g.spatial() < 256 && g.spatial() < g.k() && matches!(after, After::Nothing);
-    let per_image_dw = need_dw && !whole_batch_dw;
+    // Where Winograd's transforms compute the convolution, they compute its weight gradient too,
+    // over the whole batch after the loop.
+    let winograd_dw = need_dw && matches!(after, After::Nothing) && winograd::applies(&g);
+    let whole_batch_dw = need_dw
+        && !winograd_dw
+        && g.spatial() < 256
+        && g.spatial() < g.k()
+        && matches!(after, After::Nothing);
+    let per_image_dw = need_dw && !whole_batch_dw && !winograd_dw;
     let (dw_len, db_len) = (
         if per_image_dw { g.c_out * g.k() } else { 0 },
         if need_db { g.c_out } else { 0 },
@@ -360,7 +367,9 @@ fn backward(
     let [kh, kw] = g.kernel;
     let dw_shape = [g.c_out, g.c_in / g.groups, kh, kw];
     let dw = need_dw.then(|| {
-        if whole_batch_dw {
+        if winograd_dw {
+            tensor(winograd::weight_grad(xs, values(&dy), &g), dw_shape)
+        } else if whole_batch_dw {
             tensor(weight_grad_whole_batch(xs, &dy, &g), dw_shape)
         } else {
             // Each group's gradient was summed transposed, `[k, rows]`.

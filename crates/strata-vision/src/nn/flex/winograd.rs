@@ -7,14 +7,22 @@
 //! Summed over input channels, the 16 elementwise products become 16 matrix products, one per
 //! position `ξ` of the 4×4 transformed tile:
 //!
-//! - the kernels once per call: `U[ξ] = (G g Gᵀ)[ξ]`, `[in, out]`;
+//! - the kernels once per call: `U[ξ] = (G g Gᵀ)[ξ]`, `[in, out]`, 16 kernels at a time in SIMD
+//!   lanes;
 //! - per image, the input padded and made channel-last, then for each block of tile rows
-//!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`;
-//! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (flex's batched product, one per image and block),
-//!   with the tiles as rows so that both transforms read and write each tile's channels as
-//!   one contiguous run, in SIMD lanes;
+//!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 256 tiles (a ResNet's deep
+//!   layers, whose 16 transformed kernels are up to 16 MB) go into one block several at a
+//!   time, so that each block reads the kernels once rather than each image;
+//! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (flex's batched product, one per block), with the
+//!   tiles as rows so that both transforms read and write each tile's channels as one
+//!   contiguous run, in SIMD lanes;
 //! - each tile's outputs `Aᵀ M A`, plus the bias, through the ReLU when asked, written into the
 //!   image's `[out, oh, ow]` output.
+//!
+//! The input gradient is the same convolution of the output's gradient with the kernels turned
+//! (`kernels` with `turned`). The weight gradient ([`weight_grad`]) goes through the same
+//! transforms: in a tile, `Gᵀ [(A dY Aᵀ) ⊙ (Bᵀ d B)] G`, summed over the tiles of the batch as
+//! 16 products `[out, tiles] · [tiles, in]`, then transformed back once per kernel.
 //!
 //! The transforms' coefficients are 0, ±1 and ±½, so the numbers differ from the direct
 //! convolution's by rounding only (the tests hold both to Burn's within the same tolerance).
@@ -31,11 +39,12 @@ use crate::nn::Geometry;
 /// Channels in and out below which the products are too small for the transforms to pay.
 const MIN_CHANNELS: usize = 16;
 
-/// Bytes of one block's transformed input or of its products, whichever is larger: small
-/// enough for both to stay in the L2 cache between the transforms and the products.
+/// Bytes of one block's transformed input or of its products, whichever is larger (per thread
+/// for the weight gradient): small enough for both to stay in the L2 cache between the
+/// transforms and the products.
 const BLOCK: usize = 512 << 10;
 
-/// Whether [`image`] computes the convolution `g`: a 3×3 kernel with stride and dilation 1,
+/// Whether [`convolve`] computes the convolution `g`: a 3×3 kernel with stride and dilation 1,
 /// one group, at most 2 of padding on each side, and at least 16 channels in and out.
 pub(super) fn applies(g: &Geometry) -> bool {
     g.kernel == [3, 3]
@@ -61,46 +70,82 @@ pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> FlexTensor 
     let (c_in, c_out) = (g.c_in, g.c_out);
     let mut u = vec![0f32; c_out * 16 * c_in];
     if turned {
-        // `[out, 16, in]`, each output channel's kernels read and written in order, returned
-        // as a `[16, out, in]` view.
+        // `[out, 16, in]`, returned as a `[16, out, in]` view.
         u.par_chunks_mut((16 * c_in).max(1))
             .zip(weight.par_chunks((9 * c_in).max(1)))
             .for_each(|(rows, kernels)| {
-                for (c, k) in kernels.chunks_exact(9).enumerate() {
-                    let k: [f32; 9] = std::array::from_fn(|i| k[8 - i]);
-                    for (xi, v) in kernel(&k).into_iter().enumerate() {
-                        rows[xi * c_in + c] = v;
-                    }
-                }
+                vectorized(KernelRow {
+                    rows,
+                    n: c_in,
+                    // The taps in reverse order: the kernel turned by 180°.
+                    tap: |c: usize, i: usize| kernels[c * 9 + 8 - i],
+                })
             });
         return tensor(u, [c_out, 16, c_in]).permute(&[1, 0, 2]);
     }
-    // `[in, 16, out]`, one input channel per task, returned as a `[16, in, out]` view.
+    // `[in, 16, out]`, returned as a `[16, in, out]` view.
     u.par_chunks_mut((16 * c_out).max(1))
         .enumerate()
         .for_each(|(c, rows)| {
-            for o in 0..c_out {
-                let k: &[f32; 9] = weight[(o * c_in + c) * 9..][..9].try_into().expect("3×3");
-                for (xi, v) in kernel(k).into_iter().enumerate() {
-                    rows[xi * c_out + o] = v;
-                }
-            }
+            vectorized(KernelRow {
+                rows,
+                n: c_out,
+                tap: |o: usize, i: usize| weight[(o * c_in + c) * 9 + i],
+            })
         });
     tensor(u, [c_in, 16, c_out]).permute(&[1, 0, 2])
 }
 
-/// `G k Gᵀ`, row by row, for one 3×3 kernel `k` (row by row).
+/// One row of the transformed kernels, `rows` `[16, n]`: `rows[ξ][j] = (G k Gᵀ)[ξ]` for the
+/// kernels `k` whose tap `i` is `tap(j, i)`, 16 kernels at a time in SIMD lanes, each
+/// position's 16 written as one run (written one value at a time, the 16 positions' rows,
+/// 2 KiB apart for 512 channels, would share a handful of the L1 cache's sets).
+struct KernelRow<'a, F> {
+    rows: &'a mut [f32],
+    n: usize,
+    tap: F,
+}
+
+impl<F: Fn(usize, usize) -> f32> Vectorized for KernelRow<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { rows, n, tap } = self;
+        let mut first = 0;
+        while first + LANES <= n {
+            let k: [[f32; LANES]; 9] =
+                std::array::from_fn(|i| std::array::from_fn(|j| tap(first + j, i)));
+            for (xi, values) in kernel(&k).iter().enumerate() {
+                rows[xi * n + first..][..LANES].copy_from_slice(values);
+            }
+            first += LANES;
+        }
+        for j in first..n {
+            let k: [[f32; 1]; 9] = std::array::from_fn(|i| [tap(j, i)]);
+            for (xi, [v]) in kernel(&k).into_iter().enumerate() {
+                rows[xi * n + j] = v;
+            }
+        }
+    }
+}
+
+/// `G k Gᵀ`, row by row, for `L` 3×3 kernels `k` (tap by tap, row by row), one per lane.
 #[inline(always)]
-fn kernel(k: &[f32; 9]) -> [f32; 16] {
-    let mut out = [0f32; 16];
-    // G · k (4×3), then each of its rows `r` times Gᵀ.
-    let row = |a: f32, b: f32, d: f32| [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-    let gk: [[f32; 3]; 4] = {
-        let cols: [[f32; 4]; 3] = std::array::from_fn(|j| row(k[j], k[3 + j], k[6 + j]));
-        std::array::from_fn(|i| std::array::from_fn(|j| cols[j][i]))
-    };
-    for (i, [a, b, d]) in gk.into_iter().enumerate() {
-        out[4 * i..4 * i + 4].copy_from_slice(&row(a, b, d));
+fn kernel<const L: usize>(k: &[[f32; L]; 9]) -> [[f32; L]; 16] {
+    let mut out = [[0f32; L]; 16];
+    for l in 0..L {
+        // G · k (4×3), then each of its rows times Gᵀ.
+        let row = |a: f32, b: f32, d: f32| [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+        let cols: [[f32; 4]; 3] = std::array::from_fn(|j| row(k[j][l], k[3 + j][l], k[6 + j][l]));
+        for i in 0..4 {
+            for (j, v) in row(cols[0][i], cols[1][i], cols[2][i])
+                .into_iter()
+                .enumerate()
+            {
+                out[4 * i + j][l] = v;
+            }
+        }
     }
     out
 }
@@ -117,122 +162,411 @@ pub(super) fn convolve(
 ) -> FlexTensor {
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let mut out = vec![0f32; g.batch * y_len];
-    out.par_chunks_mut(y_len.max(1))
-        .zip(xs.par_chunks(x_len.max(1)))
-        .for_each(|(y, x)| image(x, u, g, bias, relu, y));
-    tensor(out, [g.batch, g.c_out, g.oh, g.ow])
-}
-
-/// One image's convolution: `y` `[out, oh, ow]` from `x` `[in, h, w]` and the transformed
-/// kernels `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`.
-fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &mut [f32]) {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let padded = Padded::new(x, g, th, tw);
-    let rows_per_block =
-        (BLOCK / (16 * tw * g.c_in.max(g.c_out) * size_of::<f32>()).max(1)).clamp(1, th.max(1));
-    let mut first = 0;
-    while first < th {
-        let rows = first..(first + rows_per_block).min(th);
-        let tiles = rows.len() * tw;
+    let per_image = th * tw;
+    if per_image >= MIN_TILES {
+        out.par_chunks_mut(y_len.max(1))
+            .zip(xs.par_chunks(x_len.max(1)))
+            .for_each(|(y, x)| image(x, u, g, bias, relu, y));
+        return tensor(out, [g.batch, g.c_out, g.oh, g.ow]);
+    }
+    // Small images (a ResNet's deep layers, whose kernels outweigh an image): the tiles of
+    // several images in one product, so that each block reads the kernels once.
+    let images = MIN_TILES.div_ceil(per_image.max(1));
+    for (ys, xs) in out
+        .chunks_mut((images * y_len).max(1))
+        .zip(xs.chunks((images * x_len).max(1)))
+    {
+        let tiles = per_image * ys.len() / y_len.max(1);
         let mut v = take(&TILES, 16 * tiles * g.c_in);
-        vectorized(InputTiles {
-            padded: &padded,
-            rows: rows.clone(),
-            tw,
-            v: &mut v,
+        let mut rest = planes(&mut v);
+        let pieces: Vec<_> = xs
+            .chunks(x_len.max(1))
+            .map(|x| (x, rest.each_mut().map(|p| split_off(p, per_image * g.c_in))))
+            .collect();
+        pieces.into_par_iter().for_each(|(x, planes)| {
+            let input = ChannelLast::new(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input);
+            vectorized(TileTransform {
+                from: &input,
+                rows: th,
+                tw,
+                planes,
+            });
         });
         let v = tensor(v, [16, tiles, g.c_in]);
         let m = Flex::float_matmul(v.clone(), u.clone());
         put_back(&TILES, into_values(v));
+        let m = values(&m);
+        let plane = tiles * g.c_out;
+        ys.par_chunks_mut(y_len.max(1))
+            .enumerate()
+            .for_each(|(b, y)| {
+                let at = b * per_image * g.c_out;
+                vectorized(OutputTiles {
+                    planes: std::array::from_fn(|k| &m[k * plane + at..][..per_image * g.c_out]),
+                    g,
+                    rows: 0..th,
+                    tw,
+                    bias,
+                    relu,
+                    y,
+                });
+            });
+    }
+    tensor(out, [g.batch, g.c_out, g.oh, g.ow])
+}
+
+/// One image's convolution: `y` `[out, oh, ow]` from `x` `[in, h, w]` and the transformed
+/// kernels `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`, in blocks of tile rows.
+fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &mut [f32]) {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let rows_per_block =
+        (BLOCK / (16 * tw * g.c_in.max(g.c_out) * size_of::<f32>()).max(1)).clamp(1, th.max(1));
+    for first in (0..th).step_by(rows_per_block) {
+        let rows = first..(first + rows_per_block).min(th);
+        let tiles = rows.len() * tw;
+        let mut v = take(&TILES, 16 * tiles * g.c_in);
+        let input = ChannelLast::new(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input);
+        vectorized(TileTransform {
+            from: &input,
+            rows: rows.len(),
+            tw,
+            planes: planes(&mut v),
+        });
+        let v = tensor(v, [16, tiles, g.c_in]);
+        let m = Flex::float_matmul(v.clone(), u.clone());
+        put_back(&TILES, into_values(v));
+        let m = values(&m);
         vectorized(OutputTiles {
-            m: values(&m),
+            planes: std::array::from_fn(|k| &m[k * tiles * g.c_out..][..tiles * g.c_out]),
             g,
-            rows: rows.clone(),
+            rows,
             tw,
             bias,
             relu,
             y: &mut *y,
         });
-        first = rows.end;
     }
 }
 
-/// An image padded to whole tiles and made channel-last: `[2·th + 2, 2·tw + 2, in]`, zero
-/// outside the image.
-struct Padded {
+/// The kernels' gradient `[out, in, 3, 3]` of the convolution `g` (one that [`applies`]) with
+/// inputs `xs` (`[batch, in, h, w]`) and output gradient `dy` (`[batch, out, oh, ow]`).
+///
+/// In one tile, the output `Aᵀ [U ⊙ V] A` has the gradient `A dY Aᵀ ⊙ V` with respect to the
+/// kernel's transform `U`, and through `U = G g Gᵀ`, the kernel `g` has `Gᵀ [A dY Aᵀ ⊙ V] G`.
+/// Summed over the tiles of all images, the bracket is 16 products, one per position `ξ`:
+/// `S[ξ] = D[ξ]ᵀ · V[ξ]` (`[out, in]`), with `D[ξ] = (A dY Aᵀ)[ξ]` (`[tiles, out]`) and
+/// `V[ξ]` as in the forward pass (`[tiles, in]`). The tiles go in blocks over the batch; each
+/// block's transforms run in pieces on all threads, then its 16 products (flex's batched
+/// product, one position per thread), added to the sums in order, so that the same inputs
+/// give the same numbers on every run with the same number of threads.
+pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
+    let threads = rayon::current_num_threads();
+    // A block fills each thread's share of the cache, with at least `MIN_TILES` tiles for the
+    // products' inner dimension (a ResNet's deep layers: one block for the whole batch).
+    let row_bytes = 16 * tw * (g.c_in + g.c_out) * size_of::<f32>();
+    let per_block = (threads * BLOCK / row_bytes.max(1)).max(MIN_TILES.div_ceil(tw.max(1)));
+    let all_rows = g.batch * th;
+    let mut sums: Vec<f32> = Vec::new();
+    for first in (0..all_rows).step_by(per_block.max(1)) {
+        let block = first..(first + per_block).min(all_rows);
+        let tiles = block.len() * tw;
+        let mut v = take(&TILES, 16 * tiles * g.c_in);
+        let mut d = take(&GRADS, 16 * tiles * g.c_out);
+        let (mut v_planes, mut d_planes) = (planes(&mut v), planes(&mut d));
+        // The block in pieces within one image, at least one per thread, each with its tiles
+        // of the 16 planes of `v` and `d`.
+        let per_piece = block.len().div_ceil(threads);
+        let mut pieces = Vec::new();
+        let mut row = block.start;
+        while row < block.end {
+            let (b, i) = (row / th, row % th);
+            let end = (row + per_piece).min(block.end).min((b + 1) * th);
+            let n = (end - row) * tw;
+            let v = v_planes.each_mut().map(|p| split_off(p, n * g.c_in));
+            let d = d_planes.each_mut().map(|p| split_off(p, n * g.c_out));
+            pieces.push((b, i..i + (end - row), v, d));
+            row = end;
+        }
+        pieces.into_par_iter().for_each(|(b, rows, v, d)| {
+            let x = &xs[b * x_len..][..x_len];
+            let input = ChannelLast::new(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input);
+            vectorized(TileTransform {
+                from: &input,
+                rows: rows.len(),
+                tw,
+                planes: v,
+            });
+            let dy = &dy[b * y_len..][..y_len];
+            let grad = ChannelLast::new(dy, [g.oh, g.ow], [0, 0], rows.clone(), tw, Span::Grad);
+            vectorized(TileTransform {
+                from: &grad,
+                rows: rows.len(),
+                tw,
+                planes: d,
+            });
+        });
+        let (v, d) = (
+            tensor(v, [16, tiles, g.c_in]),
+            tensor(d, [16, tiles, g.c_out]),
+        );
+        let s = Flex::float_matmul(d.clone().permute(&[0, 2, 1]), v.clone());
+
+        put_back(&TILES, into_values(v));
+        put_back(&GRADS, into_values(d));
+        if sums.is_empty() {
+            sums = into_values(s);
+        } else {
+            sums.iter_mut().zip(values(&s)).for_each(|(a, b)| *a += b);
+        }
+    }
+    let (o_n, c_n) = (g.c_out, g.c_in);
+    let mut dw = vec![0f32; o_n * c_n * 9];
+    if sums.is_empty() {
+        return dw;
+    }
+    // One task per output channel, reading runs of 16 input channels from each of the 16
+    // sums (1 MiB apart for 512 channels: read one value at a time, they would share a
+    // handful of the L1 cache's sets).
+    const RUN: usize = 16;
+    dw.par_chunks_mut((c_n * 9).max(1))
+        .enumerate()
+        .for_each(|(o, kernels)| {
+            for first in (0..c_n).step_by(RUN) {
+                let len = RUN.min(c_n - first);
+                let run: [&[f32]; 16] =
+                    std::array::from_fn(|xi| &sums[(xi * o_n + o) * c_n + first..][..len]);
+                for (j, k) in kernels[first * 9..][..len * 9]
+                    .chunks_exact_mut(9)
+                    .enumerate()
+                {
+                    let s: [f32; 16] = std::array::from_fn(|xi| run[xi][j]);
+                    k.copy_from_slice(&kernel_grad(&s));
+                }
+            }
+        });
+    dw
+}
+
+/// Tiles of a products' inner dimension below which they run short of their rate.
+const MIN_TILES: usize = 256;
+
+/// The first `n` values of `rest`, leaving the others there.
+fn split_off<'a>(rest: &mut &'a mut [f32], n: usize) -> &'a mut [f32] {
+    let (head, tail) = std::mem::take(rest).split_at_mut(n);
+    *rest = tail;
+    head
+}
+
+/// `buf` as 16 equal planes.
+fn planes(buf: &mut [f32]) -> [&mut [f32]; 16] {
+    let mut chunks = buf.chunks_exact_mut((buf.len() / 16).max(1));
+    std::array::from_fn(|_| chunks.next().unwrap_or_default())
+}
+
+/// `Gᵀ s G` (3×3, row by row) for one 4×4 sum `s` (row by row), with `Gᵀ = [[1, ½, ½, 0],
+/// [0, ½, −½, 0], [0, ½, ½, 1]]`.
+#[inline(always)]
+fn kernel_grad(s: &[f32; 16]) -> [f32; 9] {
+    let g_t =
+        |a: f32, b: f32, c: f32, d: f32| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
+    // Gᵀ · s, column by column, then each of its rows times G.
+    let cols: [[f32; 3]; 4] = std::array::from_fn(|j| g_t(s[j], s[4 + j], s[8 + j], s[12 + j]));
+    let mut out = [0f32; 9];
+    for i in 0..3 {
+        out[3 * i..3 * i + 3].copy_from_slice(&g_t(cols[0][i], cols[1][i], cols[2][i], cols[3][i]));
+    }
+    out
+}
+
+/// What a tile covers in a [`ChannelLast`] copy.
+#[derive(Clone, Copy, PartialEq)]
+enum Span {
+    /// The 4×4 inputs under the tile's 2×2 outputs.
+    Input,
+    /// The tile's 2×2 output gradients.
+    Grad,
+}
+
+/// Tile rows `rows` (`tw` tiles each) of an image's planes `x` (`[channels, size[0],
+/// size[1]]`), shifted by `pad` and made channel-last: `[2 · rows.len() + halo, 2 · tw + halo,
+/// channels]`, where `halo` is 2 for the inputs under the tiles and 0 for the tiles' outputs,
+/// zero outside the planes.
+struct ChannelLast {
     values: Vec<f32>,
     width: usize,
     channels: usize,
+    span: Span,
 }
 
-impl Padded {
-    fn new(x: &[f32], g: &Geometry, th: usize, tw: usize) -> Self {
-        let (height, width, channels) = (2 * th + 2, 2 * tw + 2, g.c_in);
+impl ChannelLast {
+    fn new(
+        x: &[f32],
+        size: [usize; 2],
+        pad: [usize; 2],
+        rows: std::ops::Range<usize>,
+        tw: usize,
+        span: Span,
+    ) -> Self {
+        let halo = if span == Span::Input { 2 } else { 0 };
+        let plane = (size[0] * size[1]).max(1);
+        let (height, width, channels) = (2 * rows.len() + halo, 2 * tw + halo, x.len() / plane);
         let mut values = vec![0f32; height * width * channels];
-        for (r, row) in values.chunks_exact_mut(width * channels).enumerate() {
-            let Some(src_r) = r.checked_sub(g.pad[0]).filter(|&r| r < g.h) else {
+        let cols = pad[1]..(pad[1] + size[1]).min(width);
+        for (r, row) in values
+            .chunks_exact_mut((width * channels).max(1))
+            .enumerate()
+        {
+            let Some(src_r) = (2 * rows.start + r)
+                .checked_sub(pad[0])
+                .filter(|&r| r < size[0])
+            else {
                 continue;
             };
-            let cols = g.pad[1]..(g.pad[1] + g.w).min(width);
-            for (c, plane) in x.chunks_exact((g.h * g.w).max(1)).enumerate() {
-                let src = &plane[src_r * g.w..][..cols.len()];
-                for (col, &v) in cols.clone().zip(src) {
-                    row[col * channels + c] = v;
-                }
-            }
+            vectorized(Transpose {
+                x,
+                plane,
+                from: src_r * size[1],
+                cols: cols.len(),
+                row: &mut row[cols.start * channels..],
+                channels,
+            });
         }
         Self {
             values,
             width,
             channels,
+            span,
         }
     }
 }
 
-/// `V[ξ][t][c] = (Bᵀ d B)[ξ]` for the tiles of tile rows `rows`, `d` the 4×4 input under tile
-/// `t` in channel `c`, with `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
-struct InputTiles<'a> {
-    padded: &'a Padded,
-    rows: std::ops::Range<usize>,
-    tw: usize,
-    v: &'a mut [f32],
+/// Row `row` `[cols, channels]` from `cols` values at `from` in each of the planes of `x`
+/// (`plane` apart), 16 channels by 16 columns at a time.
+struct Transpose<'a> {
+    x: &'a [f32],
+    plane: usize,
+    from: usize,
+    cols: usize,
+    row: &'a mut [f32],
+    channels: usize,
 }
 
-impl Vectorized for InputTiles<'_> {
+impl Vectorized for Transpose<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        let Padded {
+        const RUN: usize = 16;
+        let Self {
+            x,
+            plane,
+            from,
+            cols,
+            row,
+            channels,
+        } = self;
+        let src = |c: usize| &x[c * plane + from..][..cols];
+        let mut c0 = 0;
+        while c0 + RUN <= channels {
+            let srcs: [&[f32]; RUN] = std::array::from_fn(|i| src(c0 + i));
+            let mut j0 = 0;
+            while j0 + RUN <= cols {
+                let block: [[f32; RUN]; RUN] =
+                    std::array::from_fn(|i| srcs[i][j0..j0 + RUN].try_into().expect("a run"));
+                for j in 0..RUN {
+                    let dst: &mut [f32; RUN] = (&mut row[(j0 + j) * channels + c0..][..RUN])
+                        .try_into()
+                        .expect("a run");
+                    *dst = std::array::from_fn(|i| block[i][j]);
+                }
+                j0 += RUN;
+            }
+            for j in j0..cols {
+                for (i, s) in srcs.iter().enumerate() {
+                    row[j * channels + c0 + i] = s[j];
+                }
+            }
+            c0 += RUN;
+        }
+        for c in c0..channels {
+            for (j, &v) in src(c).iter().enumerate() {
+                row[j * channels + c] = v;
+            }
+        }
+    }
+}
+
+/// The transform of each of `rows · tw` tiles of a [`ChannelLast`] copy into the 16 `planes`
+/// (`[tiles, channels]` each): for inputs, `V[ξ] = (Bᵀ d B)[ξ]` with `d` the 4×4 input under
+/// the tile and `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`; for output
+/// gradients, `D[ξ] = (A dY Aᵀ)[ξ]` with `dY` the tile's 2×2 and `A = [[1, 0], [1, 1],
+/// [1, −1], [0, −1]]`.
+struct TileTransform<'a> {
+    from: &'a ChannelLast,
+    rows: usize,
+    tw: usize,
+    planes: [&'a mut [f32]; 16],
+}
+
+impl Vectorized for TileTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let ChannelLast {
             values: p,
             width,
             channels: c,
-        } = self.padded;
+            span,
+        } = self.from;
         let (width, c) = (*width, *c);
-        let tiles = self.rows.len() * self.tw;
-        let mut planes: [&mut [f32]; 16] = {
-            let mut chunks = self.v.chunks_exact_mut(tiles * c);
-            std::array::from_fn(|_| chunks.next().expect("16 planes"))
-        };
-        for (t, (i, j)) in self
-            .rows
+        let mut planes = self.planes;
+        for (t, (i, j)) in (0..self.rows)
             .flat_map(|i| (0..self.tw).map(move |j| (i, j)))
             .enumerate()
         {
             let base = (2 * i * width + 2 * j) * c;
-            let d: [&[f32]; 16] =
-                std::array::from_fn(|k| &p[base + ((k / 4) * width + k % 4) * c..][..c]);
             let mut out = planes.each_mut().map(|plane| &mut plane[t * c..][..c]);
-            let mut lane = 0;
-            while lane + LANES <= c {
-                input_tile::<LANES>(&d, &mut out, lane);
-                lane += LANES;
-            }
-            while lane < c {
-                input_tile::<1>(&d, &mut out, lane);
-                lane += 1;
+            if *span == Span::Input {
+                let d: [&[f32]; 16] =
+                    std::array::from_fn(|k| &p[base + ((k / 4) * width + k % 4) * c..][..c]);
+                lanes(c, |lane, one| {
+                    if one {
+                        input_tile::<1>(&d, &mut out, lane)
+                    } else {
+                        input_tile::<LANES>(&d, &mut out, lane)
+                    }
+                });
+            } else {
+                let d: [&[f32]; 4] =
+                    std::array::from_fn(|k| &p[base + ((k / 2) * width + k % 2) * c..][..c]);
+                lanes(c, |lane, one| {
+                    if one {
+                        grad_tile::<1>(&d, &mut out, lane)
+                    } else {
+                        grad_tile::<LANES>(&d, &mut out, lane)
+                    }
+                });
             }
         }
+    }
+}
+
+/// `f(lane, false)` for each full run of [`LANES`] channels of `c`, then `f(lane, true)` for
+/// each remaining channel.
+#[inline(always)]
+fn lanes(c: usize, mut f: impl FnMut(usize, bool)) {
+    let mut lane = 0;
+    while lane + LANES <= c {
+        f(lane, false);
+        lane += LANES;
+    }
+    while lane < c {
+        f(lane, true);
+        lane += 1;
     }
 }
 
@@ -275,11 +609,34 @@ fn input_tile<const L: usize>(d: &[&[f32]; 16], out: &mut [&mut [f32]; 16], lane
     }
 }
 
+/// One tile's output gradient transform `A dY Aᵀ` for channels `lane..lane + L`, `d` the
+/// tile's 2×2 row by row.
+#[inline(always)]
+fn grad_tile<const L: usize>(d: &[&[f32]; 4], out: &mut [&mut [f32]; 16], lane: usize) {
+    let d: [[f32; L]; 4] =
+        std::array::from_fn(|k| d[k][lane..lane + L].try_into().expect("L lanes"));
+    let mut v = [[0f32; L]; 16];
+    for l in 0..L {
+        // A · dY: four rows of two; then each row `[x, y]` times Aᵀ: `[x, x + y, x − y, −y]`.
+        let (p, q, r, s) = (d[0][l], d[1][l], d[2][l], d[3][l]);
+        let rows = [[p, q], [p + r, q + s], [p - r, q - s], [-r, -s]];
+        for (a, [x, y]) in rows.into_iter().enumerate() {
+            v[4 * a][l] = x;
+            v[4 * a + 1][l] = x + y;
+            v[4 * a + 2][l] = x - y;
+            v[4 * a + 3][l] = -y;
+        }
+    }
+    for (dst, src) in out.iter_mut().zip(&v) {
+        dst[lane..lane + L].copy_from_slice(src);
+    }
+}
+
 /// Each tile's outputs `Aᵀ M A` (with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`) plus the bias,
 /// through the ReLU when asked, written into `y` `[out, oh, ow]` where they fall inside it.
 struct OutputTiles<'a> {
-    /// `[16, tiles, out]`.
-    m: &'a [f32],
+    /// The 16 products, `[tiles, out]` each.
+    planes: [&'a [f32]; 16],
     g: &'a Geometry,
     rows: std::ops::Range<usize>,
     tw: usize,
@@ -294,7 +651,7 @@ impl Vectorized for OutputTiles<'_> {
     #[inline(always)]
     fn run(self) {
         let Self {
-            m,
+            planes,
             g,
             rows,
             tw,
@@ -303,8 +660,6 @@ impl Vectorized for OutputTiles<'_> {
             y,
         } = self;
         let (o_n, plane) = (g.c_out, g.oh * g.ow);
-        let tiles = rows.len() * tw;
-        let planes: [&[f32]; 16] = std::array::from_fn(|k| &m[k * tiles * o_n..][..tiles * o_n]);
         for (t, (i, j)) in rows.flat_map(|i| (0..tw).map(move |j| (i, j))).enumerate() {
             let (r0, c0) = (2 * i, 2 * j);
             let (two_rows, two_cols) = (r0 + 1 < g.oh, c0 + 1 < g.ow);
@@ -369,6 +724,8 @@ fn output_tile<const L: usize>(planes: &[&[f32]; 16], at: usize) -> [[f32; L]; 4
 thread_local! {
     /// Each thread's buffer for a block's transformed input.
     static TILES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for a block's transformed output gradient.
+    static GRADS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
