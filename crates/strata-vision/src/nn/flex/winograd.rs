@@ -569,40 +569,29 @@ impl Vectorized for TileTransform<'_> {
             if *span == Span::Input {
                 let d: [&[f32]; 16] =
                     std::array::from_fn(|k| &p[base + ((k / 4) * width + k % 4) * c..][..c]);
-                lanes(c, |lane, one| {
-                    if one {
-                        input_tile::<1>(&d, &mut out, lane)
-                    } else {
-                        input_tile::<LANES>(&d, &mut out, lane)
-                    }
-                });
+                let mut lane = 0;
+                while lane + LANES <= c {
+                    input_tile::<LANES>(&d, &mut out, lane);
+                    lane += LANES;
+                }
+                while lane < c {
+                    input_tile::<1>(&d, &mut out, lane);
+                    lane += 1;
+                }
             } else {
                 let d: [&[f32]; 4] =
                     std::array::from_fn(|k| &p[base + ((k / 2) * width + k % 2) * c..][..c]);
-                lanes(c, |lane, one| {
-                    if one {
-                        grad_tile::<1>(&d, &mut out, lane)
-                    } else {
-                        grad_tile::<LANES>(&d, &mut out, lane)
-                    }
-                });
+                let mut lane = 0;
+                while lane + LANES <= c {
+                    grad_tile::<LANES>(&d, &mut out, lane);
+                    lane += LANES;
+                }
+                while lane < c {
+                    grad_tile::<1>(&d, &mut out, lane);
+                    lane += 1;
+                }
             }
         }
-    }
-}
-
-/// `f(lane, false)` for each full run of [`LANES`] channels of `c`, then `f(lane, true)` for
-/// each remaining channel.
-#[inline(always)]
-fn lanes(c: usize, mut f: impl FnMut(usize, bool)) {
-    let mut lane = 0;
-    while lane + LANES <= c {
-        f(lane, false);
-        lane += LANES;
-    }
-    while lane < c {
-        f(lane, true);
-        lane += 1;
     }
 }
 
@@ -699,36 +688,65 @@ impl Vectorized for OutputTiles<'_> {
         for (t, (i, j)) in rows.flat_map(|i| (0..tw).map(move |j| (i, j))).enumerate() {
             let (r0, c0) = (2 * i, 2 * j);
             let (two_rows, two_cols) = (r0 + 1 < g.oh, c0 + 1 < g.ow);
-            // The tile's outputs for channels `first..`, one slice per position, into `y`.
-            let mut store = |out: [&[f32]; 4], first: usize| {
-                for (l, o) in (first..first + out[0].len()).enumerate() {
-                    let at = o * plane + r0 * g.ow + c0;
-                    let act = |v: f32| {
-                        let v = v + bias[o];
-                        if relu && v < 0.0 { 0.0 } else { v }
-                    };
-                    y[at] = act(out[0][l]);
-                    if two_cols {
-                        y[at + 1] = act(out[1][l]);
-                    }
-                    if two_rows {
-                        y[at + g.ow] = act(out[2][l]);
-                        if two_cols {
-                            y[at + g.ow + 1] = act(out[3][l]);
-                        }
-                    }
-                }
+            let at = TileAt {
+                first: r0 * g.ow + c0,
+                ow: g.ow,
+                plane,
+                two_rows,
+                two_cols,
             };
             let mut lane = 0;
             while lane + LANES <= o_n {
                 let out = output_tile::<LANES>(&planes, t * o_n + lane);
-                store(out.each_ref().map(|p| &p[..]), lane);
+                store(y, &out, lane, &at, bias, relu);
                 lane += LANES;
             }
             while lane < o_n {
                 let out = output_tile::<1>(&planes, t * o_n + lane);
-                store(out.each_ref().map(|p| &p[..]), lane);
+                store(y, &out, lane, &at, bias, relu);
                 lane += 1;
+            }
+        }
+    }
+}
+
+/// Where a tile's outputs go in an image's `[out, oh, ow]`: its first output's offset in a
+/// channel's plane, and which of its other three fall inside the plane.
+struct TileAt {
+    first: usize,
+    ow: usize,
+    plane: usize,
+    two_rows: bool,
+    two_cols: bool,
+}
+
+/// One tile's outputs `out` (row by row) for channels `channel..channel + L`, plus the bias and
+/// through the ReLU when asked, into `y` where they fall inside it.
+#[inline(always)]
+fn store<const L: usize>(
+    y: &mut [f32],
+    out: &[[f32; L]; 4],
+    channel: usize,
+    at: &TileAt,
+    bias: &[f32],
+    relu: bool,
+) {
+    for l in 0..L {
+        let o = channel + l;
+        let first = o * at.plane + at.first;
+        let b = bias[o];
+        let act = |v: f32| {
+            let v = v + b;
+            if relu && v < 0.0 { 0.0 } else { v }
+        };
+        y[first] = act(out[0][l]);
+        if at.two_cols {
+            y[first + 1] = act(out[1][l]);
+        }
+        if at.two_rows {
+            y[first + at.ow] = act(out[2][l]);
+            if at.two_cols {
+                y[first + at.ow + 1] = act(out[3][l]);
             }
         }
     }
