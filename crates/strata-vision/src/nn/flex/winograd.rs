@@ -731,10 +731,8 @@ fn store<const L: usize>(
     bias: &[f32],
     relu: bool,
 ) {
-    for l in 0..L {
-        let o = channel + l;
-        let first = o * at.plane + at.first;
-        let b = bias[o];
+    for (l, &b) in bias[channel..channel + L].iter().enumerate() {
+        let first = (channel + l) * at.plane + at.first;
         let act = |v: f32| {
             let v = v + b;
             if relu && v < 0.0 { 0.0 } else { v }
