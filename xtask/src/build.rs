@@ -120,7 +120,7 @@ fn feature_list<'a>(crates: impl IntoIterator<Item = &'a str>, backend: Backend)
     features.join(",")
 }
 
-/// mimalloc's delay, in milliseconds, before it returns freed memory to the system.
+/// mimalloc's delay, in milliseconds, before it returns freed memory to the system (-1: never).
 const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
 
 /// Sets the environment `backend` needs at build and run time, the bundled datasets dir and
@@ -130,9 +130,10 @@ pub fn env(cmd: &mut Command, backend: Backend) -> Result<()> {
     cmd.env("STRATA_BUNDLED_DATASETS", root().join("datasets"));
     // mimalloc hands memory that has been free for 1 s back to the system, so a training step
     // longer than that (a ResNet's) gets every large buffer as fresh pages the kernel zeroes
-    // first: 12 % of a ResNet-18 step. Ten seconds keeps them between steps (docs/perf.md).
+    // first: 12 % of a ResNet-18 step. Any delay does the same to a job that runs longer than
+    // it, so never: a job keeps its peak until it exits (docs/perf.md).
     if env::var_os(PURGE_DELAY).is_none() {
-        cmd.env(PURGE_DELAY, "10000");
+        cmd.env(PURGE_DELAY, "-1");
     }
     match backend {
         Backend::Tch => torch_env(cmd, libtorch::torch()?),
