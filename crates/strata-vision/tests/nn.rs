@@ -140,7 +140,7 @@ fn cases() -> Vec<Case> {
     };
     // Winograd's F(2×2, 3×3) (3×3 kernels, stride 1, at least 16 channels in and out): odd
     // sizes whose last tiles are cut, no padding, uneven padding, channels beyond a multiple of
-    // 16, a ReLU, and an image in several blocks of tile rows. Their input gradients, but the
+    // 16, a ReLU, and an image in several blocks of tile rows, the last one shorter. Their input gradients, but the
     // one after a ReLU, are convolutions through the same transforms, and so are their weight
     // gradients, but the one after a ReLU.
     let winograd = Case {
@@ -159,8 +159,14 @@ fn cases() -> Vec<Case> {
     };
     let winograd_blocks = Case {
         batch: 2,
-        size: [70, 45],
+        size: [66, 45],
         ..case(64, 32, 3, 1, 1, 1)
+    };
+    // Channels beyond a multiple of 16 in and out without a ReLU: the remaining lanes of the
+    // kernels' transforms, turned or not, and of the weight gradient's.
+    let winograd_odd_channels = Case {
+        size: [9, 10],
+        ..case(24, 17, 3, 1, 1, 1)
     };
     // Small images (16 tiles), whose tiles go into the products several images at a time: 16
     // images, then the last 2.
@@ -175,6 +181,7 @@ fn cases() -> Vec<Case> {
         winograd_uneven,
         winograd_blocks,
         winograd_image_groups,
+        winograd_odd_channels,
         grouped,
         small_output_grouped,
         small_output_relu,

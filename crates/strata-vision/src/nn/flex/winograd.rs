@@ -9,7 +9,7 @@
 //!
 //! - the kernels once per call: `U[ξ] = (G g Gᵀ)[ξ]`, `[in, out]`, 16 kernels at a time in SIMD
 //!   lanes;
-//! - per image, the input padded and made channel-last, then for each block of tile rows
+//! - per block of an image's tile rows, the input under them padded and made channel-last, then
 //!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 256 tiles (a ResNet's deep
 //!   layers, whose 16 transformed kernels are up to 16 MB) go into one block several at a
 //!   time, so that each block reads the kernels once rather than each image;
@@ -57,6 +57,9 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.ow <= g.w + g.pad[1]
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
+        // An empty image stays with the direct convolution (its output is the bias alone).
+        && g.h > 0
+        && g.w > 0
 }
 
 /// The kernels `weight` `[out, in, 3, 3]` transformed, as `[16, in, out]`: `U[ξ][c][o] = (G g
@@ -265,7 +268,7 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let threads = rayon::current_num_threads();
     // A block fills each thread's share of the cache, with at least `MIN_TILES` tiles for the
-    // products' inner dimension (a ResNet's deep layers: one block for the whole batch).
+    // products' inner dimension (a ResNet's deep layers: 16 images a block).
     let row_bytes = 16 * tw * (g.c_in + g.c_out) * size_of::<f32>();
     let per_block = (threads * BLOCK / row_bytes.max(1)).max(MIN_TILES.div_ceil(tw.max(1)));
     let all_rows = g.batch * th;
@@ -276,7 +279,7 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         let mut v = take(&TILES, 16 * tiles * g.c_in);
         let mut d = take(&GRADS, 16 * tiles * g.c_out);
         let (mut v_planes, mut d_planes) = (planes(&mut v), planes(&mut d));
-        // The block in pieces within one image, at least one per thread, each with its tiles
+        // The block in pieces within one image, about one per thread, each with its tiles
         // of the 16 planes of `v` and `d`.
         let per_piece = block.len().div_ceil(threads);
         let mut pieces = Vec::new();
