@@ -15,10 +15,11 @@
 //!   then `dWᵀ += cols · dY_bᵀ` (one GEMM shaped `[in·kh·kw, oh·ow] × [oh·ow, out]`, accumulated
 //!   in place over a fixed run of images; the runs' sums are added in order at the end, so that
 //!   a seed always gives the same numbers, and transposed back once), the bias gradient as row
-//!   sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`. Besides Winograd's layers, two shapes go another way: below 256
-//!   output positions an image (a ResNet's deep layers), the weight gradient is one product over
-//!   the batch (`weight_grad_whole_batch`); a wide stride-1 layer takes its input gradient as
-//!   a convolution of `dY` with the kernels turned by 180° (`input_grad_by_conv`).
+//!   sums of `dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`. Besides Winograd's layers, two shapes go
+//!   another way: below 256 output positions an image (a ResNet's deep layers), the weight
+//!   gradient is one product over the batch (`weight_grad_whole_batch`); a wide stride-1 layer
+//!   takes its input gradient as a convolution of `dY` with the kernels turned by 180°
+//!   (`input_grad_by_conv`).
 //!
 //! The im2col matrix and the masked `dY_b` live in per-thread buffers lent to flex tensors for
 //! the products and taken back after, so no image allocates them again.

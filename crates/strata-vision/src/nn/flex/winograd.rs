@@ -188,13 +188,7 @@ pub(super) fn convolve(
             .map(|x| (x, rest.each_mut().map(|p| split_off(p, per_image * g.c_in))))
             .collect();
         pieces.into_par_iter().for_each(|(x, planes)| {
-            let input = ChannelLast::new(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input);
-            vectorized(TileTransform {
-                from: &input,
-                rows: th,
-                tw,
-                planes,
-            });
+            transform_tiles(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input, planes)
         });
         let v = tensor(v, [16, tiles, g.c_in]);
         let m = Flex::float_matmul(v.clone(), u.clone());
@@ -229,13 +223,15 @@ fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &
         let rows = first..(first + rows_per_block).min(th);
         let tiles = rows.len() * tw;
         let mut v = take(&TILES, 16 * tiles * g.c_in);
-        let input = ChannelLast::new(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input);
-        vectorized(TileTransform {
-            from: &input,
-            rows: rows.len(),
+        transform_tiles(
+            x,
+            [g.h, g.w],
+            g.pad,
+            rows.clone(),
             tw,
-            planes: planes(&mut v),
-        });
+            Span::Input,
+            planes(&mut v),
+        );
         let v = tensor(v, [16, tiles, g.c_in]);
         let m = Flex::float_matmul(v.clone(), u.clone());
         put_back(&TILES, into_values(v));
@@ -295,28 +291,15 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         }
         pieces.into_par_iter().for_each(|(b, rows, v, d)| {
             let x = &xs[b * x_len..][..x_len];
-            let input = ChannelLast::new(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input);
-            vectorized(TileTransform {
-                from: &input,
-                rows: rows.len(),
-                tw,
-                planes: v,
-            });
+            transform_tiles(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input, v);
             let dy = &dy[b * y_len..][..y_len];
-            let grad = ChannelLast::new(dy, [g.oh, g.ow], [0, 0], rows.clone(), tw, Span::Grad);
-            vectorized(TileTransform {
-                from: &grad,
-                rows: rows.len(),
-                tw,
-                planes: d,
-            });
+            transform_tiles(dy, [g.oh, g.ow], [0, 0], rows, tw, Span::Grad, d);
         });
         let (v, d) = (
             tensor(v, [16, tiles, g.c_in]),
             tensor(d, [16, tiles, g.c_out]),
         );
         let s = Flex::float_matmul(d.clone().permute(&[0, 2, 1]), v.clone());
-
         put_back(&TILES, into_values(v));
         put_back(&GRADS, into_values(d));
         if sums.is_empty() {
@@ -418,6 +401,27 @@ fn kernel_grad<const L: usize>(s: &[[f32; L]; 16]) -> [[f32; L]; 9] {
         }
     }
     out
+}
+
+/// The tiles of tile rows `rows` (`tw` tiles each) of one image's planes `x` (`[channels,
+/// size[0], size[1]]`, shifted by `pad`) transformed into the 16 `planes` ([`TileTransform`]),
+/// through a [`ChannelLast`] copy of those rows.
+fn transform_tiles(
+    x: &[f32],
+    size: [usize; 2],
+    pad: [usize; 2],
+    rows: std::ops::Range<usize>,
+    tw: usize,
+    span: Span,
+    planes: [&mut [f32]; 16],
+) {
+    let from = ChannelLast::new(x, size, pad, rows.clone(), tw, span);
+    vectorized(TileTransform {
+        from: &from,
+        rows: rows.len(),
+        tw,
+        planes,
+    });
 }
 
 /// What a tile covers in a [`ChannelLast`] copy.
