@@ -573,32 +573,36 @@ impl Vectorized for TileTransform<'_> {
         {
             let base = (2 * i * width + 2 * j) * c;
             let mut out = planes.each_mut().map(|plane| &mut plane[t * c..][..c]);
-            if *span == Span::Input {
-                let d: [&[f32]; 16] =
-                    std::array::from_fn(|k| &p[base + ((k / 4) * width + k % 4) * c..][..c]);
-                let mut lane = 0;
-                while lane + LANES <= c {
-                    input_tile::<LANES>(&d, &mut out, lane);
-                    lane += LANES;
+            // The tile's inputs, `side × side` runs of channels (the rest unused).
+            let side = if *span == Span::Input { 4 } else { 2 };
+            let d: [&[f32]; 16] = std::array::from_fn(|k| {
+                let (r, s) = (k / side, k % side);
+                if r < side {
+                    &p[base + (r * width + s) * c..][..c]
+                } else {
+                    &[]
                 }
-                while lane < c {
-                    input_tile::<1>(&d, &mut out, lane);
-                    lane += 1;
-                }
-            } else {
-                let d: [&[f32]; 4] =
-                    std::array::from_fn(|k| &p[base + ((k / 2) * width + k % 2) * c..][..c]);
-                let mut lane = 0;
-                while lane + LANES <= c {
-                    grad_tile::<LANES>(&d, &mut out, lane);
-                    lane += LANES;
-                }
-                while lane < c {
-                    grad_tile::<1>(&d, &mut out, lane);
-                    lane += 1;
-                }
+            });
+            let mut lane = 0;
+            while lane + LANES <= c {
+                tile::<LANES>(*span, &d, &mut out, lane);
+                lane += LANES;
+            }
+            while lane < c {
+                tile::<1>(*span, &d, &mut out, lane);
+                lane += 1;
             }
         }
+    }
+}
+
+/// One tile's transform, of its inputs or of its output gradients (`span`), for channels
+/// `lane..lane + L` of the runs `d`.
+#[inline(always)]
+fn tile<const L: usize>(span: Span, d: &[&[f32]; 16], out: &mut [&mut [f32]; 16], lane: usize) {
+    match span {
+        Span::Input => input_tile::<L>(d, out, lane),
+        Span::Grad => grad_tile::<L>(&[d[0], d[1], d[2], d[3]], out, lane),
     }
 }
 
