@@ -262,6 +262,17 @@ pub fn select_device(
     Ok((kind, kind.device(index)?))
 }
 
+/// Whether `device` (with or without autodiff) is one of CubeCL's runtimes: `cuda`, `wgpu` or
+/// `cpu`, which Burn runs as one backend.
+pub fn is_cube(device: &Device) -> bool {
+    #[cfg(any(feature = "cuda", feature = "wgpu", feature = "cpu"))]
+    if let burn::backend::DispatchDevice::Cube(_) = device.clone().inner().as_dispatch() {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
 /// The device of the first backend compiled in (tests and examples: with `cargo xtask test
 /// --backend B`, B is the only one).
 pub fn first_compiled_device() -> Device {
@@ -341,5 +352,13 @@ mod tests {
     fn compiled_backend_gives_a_device() {
         let first = BackendKind::compiled()[0];
         assert!(first.device(None).is_ok());
+    }
+
+    #[test]
+    fn cubecl_devices_are_told_apart_with_or_without_autodiff() {
+        #[cfg(feature = "flex")]
+        assert!(!is_cube(&Device::flex()) && !is_cube(&Device::flex().autodiff()));
+        #[cfg(feature = "cpu")]
+        assert!(is_cube(&Device::cpu()) && is_cube(&Device::cpu().autodiff()));
     }
 }

@@ -2,6 +2,7 @@
 //! - `conv2d` against Burn's `conv2d` (and Burn's ReLU): the output and the gradients of the
 //!   input, the weight and the bias, for kernels 1/3/5/7, strides 1/2, padding none/1/"same"
 //!   (asymmetric for an even kernel), dilation 1/2, groups 1/2/depthwise, with and without bias;
+//!   the same for `im2col::conv2d` (the convolution on CubeCL devices), on every backend;
 //! - `max_pool` against Burn's `MaxPool2d`: output and input gradient;
 //! - `dropout`: the share kept, the scaling, the same mask forward and backward, seeded.
 
@@ -9,7 +10,7 @@ use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use strata_tensor::BackendKind;
-use strata_vision::nn::conv2d;
+use strata_vision::nn::{conv2d, im2col};
 
 /// One convolution to check.
 #[derive(Debug, Clone, Copy)]
@@ -220,9 +221,20 @@ fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tens
     Tensor::from_data(TensorData::new(values(n, seed), shape), device)
 }
 
+/// Which convolution [`run`] runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Conv {
+    /// `strata_vision::nn::conv2d`.
+    Ours,
+    /// `strata_vision::nn::im2col::conv2d`, then Burn's ReLU.
+    Im2col,
+    /// Burn's `conv2d`, then Burn's ReLU.
+    Burn,
+}
+
 /// Output, then the gradients of input, weight and bias (`None` where none is taken), of
-/// `sum(conv(x) · r)`, by our operation or Burn's.
-fn run(c: &Case, device: &Device, ours: bool) -> Vec<Option<Vec<f32>>> {
+/// `sum(conv(x) · r)`, by one of the convolutions.
+fn run(c: &Case, device: &Device, conv: Conv) -> Vec<Option<Vec<f32>>> {
     let x = tensor([c.batch, c.c_in, c.size[0], c.size[1]], 1, device);
     let x = if c.input_grad { x.require_grad() } else { x };
     let w = tensor(
@@ -234,14 +246,19 @@ fn run(c: &Case, device: &Device, ours: bool) -> Vec<Option<Vec<f32>>> {
     let b = c.bias.then(|| tensor([c.c_out], 3, device).require_grad());
     let options =
         ConvOptions::new_with_padding([c.stride; 2], c.padding, [c.dilation; 2], c.groups);
-    let y = if ours {
-        conv2d(x.clone(), w.clone(), b.clone(), options, c.relu)
-    } else {
-        let y = burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), options);
-        if c.relu {
-            burn::tensor::activation::relu(y)
-        } else {
-            y
+    let y = match conv {
+        Conv::Ours => conv2d(x.clone(), w.clone(), b.clone(), options, c.relu),
+        Conv::Im2col | Conv::Burn => {
+            let y = if conv == Conv::Im2col {
+                im2col::conv2d(x.clone(), w.clone(), b.clone(), &options)
+            } else {
+                burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), options)
+            };
+            if c.relu {
+                burn::tensor::activation::relu(y)
+            } else {
+                y
+            }
         }
     };
     let r = tensor(y.dims(), 4, device);
@@ -258,6 +275,16 @@ fn run(c: &Case, device: &Device, ours: bool) -> Vec<Option<Vec<f32>>> {
 
 #[test]
 fn conv2d_and_its_gradients_equal_burns_on_every_backend() {
+    compare_with_burns(Conv::Ours);
+}
+
+#[test]
+fn the_im2col_convolution_and_its_gradients_equal_burns_on_every_backend() {
+    compare_with_burns(Conv::Im2col);
+}
+
+/// Every case of [`cases`] by `conv` and by Burn's `conv2d`, on every compiled backend.
+fn compare_with_burns(conv: Conv) {
     let names = [
         "output",
         "input gradient",
@@ -271,8 +298,8 @@ fn conv2d_and_its_gradients_equal_burns_on_every_backend() {
         };
         let device = device.autodiff();
         for c in cases() {
-            let ours = run(&c, &device, true);
-            let burn = run(&c, &device, false);
+            let ours = run(&c, &device, conv);
+            let burn = run(&c, &device, Conv::Burn);
             for ((name, a), b) in names.iter().zip(&ours).zip(&burn) {
                 assert_eq!(a.is_some(), b.is_some(), "{kind} {c:?}: {name} presence");
                 let (Some(a), Some(b)) = (a, b) else { continue };
@@ -281,7 +308,7 @@ fn conv2d_and_its_gradients_equal_burns_on_every_backend() {
                 let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
                 assert!(
                     diff <= 1e-4 * scale,
-                    "{kind} {c:?}: {name} differs by {diff} (scale {scale})"
+                    "{conv:?} on {kind}, {c:?}: {name} differs by {diff} (scale {scale})"
                 );
                 checked += 1;
             }

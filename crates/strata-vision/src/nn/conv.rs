@@ -10,9 +10,10 @@
 //! col2im, or for a wide stride-1 layer a convolution of `dY` with the kernels turned); bias and
 //! an optional ReLU are applied in the pass that writes the output. Burn
 //! 0.22's flex computes the weight gradient as a convolution with the output gradient as
-//! kernel, GEMMs a few columns wide, which made it the slowest part of a training step. On the
-//! other backends (ndarray, tch, CubeCL) [`conv2d`] is Burn's `conv2d`, whose kernels there
-//! (LibTorch's, cuDNN's) are good.
+//! kernel, GEMMs a few columns wide, which made it the slowest part of a training step. On
+//! CubeCL devices it is im2col and one matrix product, in Burn's tensor operations
+//! ([`im2col`](super::im2col)), for the same reason. On ndarray and tch [`conv2d`] is Burn's
+//! `conv2d` (on tch LibTorch's kernels, cuDNN's on a GPU).
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -143,8 +144,8 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
 }
 
 /// The 2-D convolution of `x` `[batch, in, h, w]` with `weight` `[out, in / groups, kh, kw]`
-/// and `bias` `[out]`, then a ReLU when `relu` is set. Our kernel on flex (f32), Burn's
-/// `conv2d` elsewhere.
+/// and `bias` `[out]`, then a ReLU when `relu` is set. Our kernel on flex (f32), im2col and one
+/// matrix product on CubeCL devices ([`im2col`](super::im2col)), Burn's `conv2d` elsewhere.
 ///
 /// # Panics
 /// With the message of [`Geometry::new`] when the shapes and options do not fit together
@@ -163,8 +164,13 @@ pub fn conv2d(
     if super::flex::available(&x) {
         return super::flex::conv::conv2d(x, weight, bias, options, relu, None);
     }
-    // Other backends and dtypes: Burn's convolution and autodiff.
-    let y = burn::tensor::module::conv2d(x, weight, bias, options);
+    // CubeCL devices: im2col and one matrix product. Other backends and dtypes: Burn's
+    // convolution and autodiff.
+    let y = if strata_tensor::is_cube(&x.device()) {
+        super::im2col::conv2d(x, weight, bias, &options)
+    } else {
+        burn::tensor::module::conv2d(x, weight, bias, options)
+    };
     if relu {
         burn::tensor::activation::relu(y)
     } else {

@@ -10,13 +10,15 @@
 //!   Burn's generator, so it costs no random tensor and the backward pass stores no mask.
 //!
 //! On the other backends, and for configurations the kernels do not cover, each falls back to
-//! Burn's own operation (the functions say where). [`flex`] holds the kernels.
+//! Burn's own operation (the functions say where), except the convolution on CubeCL devices,
+//! which is [`im2col`] and a matrix product there. [`flex`] holds the kernels.
 
 pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod flex;
+pub mod im2col;
 pub mod pool;
 
 pub use batch_norm::{batch_norm, batch_norm_config};
