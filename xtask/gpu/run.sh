@@ -97,12 +97,52 @@ BENCH="--format json --steps $STEPS --warmup 20"
 RESNET="--format json --steps 30 --warmup 5"
 GPT="--format json --steps 3 --warmup 1"
 
-# Correctness first: every model on cuda against flex, with Burn's plain kernels and with
-# fusion + autotuning, and PyTorch's own CUDA-against-CPU gaps for comparison.
+# Correctness first: every model on cuda against flex, with Burn's plain kernels (Strata's
+# convolution is im2col and a matrix product there), and PyTorch's own CUDA-against-CPU gaps.
 [ -x "$CUDA" ] && step cuda-selftest 120 "$CUDA" selftest --backend cuda --format json
+step pytorch-tf32-gaps 60 "$PY" xtask/gpu/tf32_gaps.py
+# Speed on the plain kernels, each beside PyTorch: the simple CNN, ResNet-18, GPT-2 decoding,
+# the LSTM.
+[ -x "$CUDA" ] && step cuda-cnn-train-b64 60 "$CUDA" bench cnn-train --backend cuda $BENCH --batch-size 64
+step pytorch-cuda-cnn-train-b64 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64
+[ -x "$CUDA" ] && step cuda-resnet18-train-b64 90 "$CUDA" bench resnet18-train --backend cuda $RESNET --batch-size 64
+step pytorch-cuda-resnet18-train-b64 60 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 64
+[ -x "$CUDA" ] && step cuda-gpt2-decode 60 "$CUDA" bench gpt2-decode --backend cuda $GPT
+step pytorch-cuda-gpt2-decode 60 "$PY" $REF/gpt2_decode.py --device cuda --steps 3 --warmup 1
+[ -x "$CUDA" ] && STRATA_DATA_DIR="$HERE/data" step cuda-lstm-train 60 "$CUDA" bench lstm-train --backend cuda --format json --steps 50 --warmup 5
+STRATA_DATA_DIR="$HERE/data" step pytorch-cuda-lstm-train 60 "$PY" $REF/lstm_train.py --device cuda --steps 50 --warmup 5
+# Where the time goes on the plain kernels: CubeCL's profile of each kernel launch (a
+# cubecl.toml in the working directory turns it on), summed by kernel by xtask/gpu/kernels.py.
+if [ -x "$CUDA" ]; then
+    PROF=$(mktemp -d)
+    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s/kernels.log"\n' "$PROF" > "$PROF/cubecl.toml"
+    profile() { # profile NAME TIMEOUT ARGS...: the run, then its kernels.
+        local name=$1 timeout=$2
+        shift 2
+        rm -f "$PROF/kernels.log"
+        step "$name" "$timeout" env -C "$PROF" "$CUDA" "$@" && step "$name-kernels" 30 "$PY" xtask/gpu/kernels.py "$PROF/kernels.log"
+    }
+    profile cuda-profile-resnet18-train 90 bench resnet18-train --backend cuda --format json --steps 3 --warmup 2 --batch-size 64
+    profile cuda-profile-cnn-train 60 bench cnn-train --backend cuda --format json --steps 20 --warmup 5 --batch-size 64
+    profile cuda-profile-gpt2-decode 60 bench gpt2-decode --backend cuda $GPT
+fi
+# A one-epoch training run for the accuracy, and PyTorch with TF32 products.
+[ -x "$CUDA" ] && step cuda-train-vision-1-epoch 120 "$CUDA" train-vision --backend cuda --epochs 1 --artifact-dir "$BIN/run-cuda" --format json
+step pytorch-cuda-cnn-train-b64-tf32 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64 --tf32
+# LibTorch on the GPU, built against this machine's torch.
+if [ -n "$TCH" ]; then
+    tch_step tch-selftest 120 "$TCH" selftest --backend tch --device-index 0 --format json
+    tch_step tch-cnn-train-b64 60 "$TCH" bench cnn-train --backend tch --device-index 0 $BENCH --batch-size 64
+    tch_step tch-resnet18-train-b64 60 "$TCH" bench resnet18-train --backend tch --device-index 0 $RESNET --batch-size 64
+    tch_step tch-gpt2-decode 60 "$TCH" bench gpt2-decode --backend tch --device-index 0 $GPT
+fi
+# Burn's fusion and autotuning (STRATA_FUSION=1): correctness, then speed.
 if [ -x "$FUSION" ]; then
     step fusion-selftest-cnn 90 "$FUSION" selftest --backend cuda --format json --only simple-cnn --only conv1 --only conv2
     step fusion-selftest-sequence 90 "$FUSION" selftest --backend cuda --format json --only lstm --only gru --only gpt2
+    step fusion-cnn-train-b64 150 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 64
+    step fusion-resnet18-train-b64 90 "$FUSION" bench resnet18-train --backend cuda $RESNET --batch-size 64
+    step fusion-gpt2-decode 60 "$FUSION" bench gpt2-decode --backend cuda $GPT
 fi
 # Fusion with Burn's autotune checks: CubeCL runs every candidate of each tuned kernel and
 # compares the outputs; the decisions (JSON lines, with each candidate's check) go to a file,
@@ -127,30 +167,13 @@ for line in open(sys.argv[1], errors="replace"):
 print(json.dumps({"checked": checked, "failed": failed}))
 PYEOF
 fi
-step pytorch-tf32-gaps 60 "$PY" xtask/gpu/tf32_gaps.py
-if [ -n "$TCH" ]; then
-    # Built against the LibTorch of this machine's torch; run against it.
-    tch_step tch-selftest 120 "$TCH" selftest --backend tch --device-index 0 --format json
+if [ -x "$FUSION" ]; then
+    step fusion-train-vision-1-epoch 120 "$FUSION" train-vision --backend cuda --epochs 1 --artifact-dir "$BIN/run" --format json
+    step fusion-cnn-train-b256 60 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 256
+    step pytorch-cuda-cnn-train-b256 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 256
+    STRATA_DATA_DIR="$HERE/data" step fusion-lstm-train 60 "$FUSION" bench lstm-train --backend cuda --format json --steps 50 --warmup 5
+    step fusion-selftest-resnet18 90 "$FUSION" selftest --backend cuda --format json --only resnet18
 fi
-# Speed: the simple CNN, then a short training run for the accuracy, GPT-2 decoding, ResNet-18.
-[ -x "$FUSION" ] && step fusion-cnn-train-b64 150 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 64
-[ -x "$CUDA" ] && step cuda-cnn-train-b64 60 "$CUDA" bench cnn-train --backend cuda $BENCH --batch-size 64
-step pytorch-cuda-cnn-train-b64 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64
-[ -n "$TCH" ] && tch_step tch-cnn-train-b64 60 "$TCH" bench cnn-train --backend tch --device-index 0 $BENCH --batch-size 64
-step pytorch-cuda-cnn-train-b64-tf32 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 64 --tf32
-[ -x "$FUSION" ] && step fusion-train-vision-1-epoch 120 "$FUSION" train-vision --backend cuda --epochs 1 --artifact-dir "$BIN/run" --format json
-[ -x "$FUSION" ] && step fusion-gpt2-decode 60 "$FUSION" bench gpt2-decode --backend cuda $GPT
-[ -x "$CUDA" ] && step cuda-gpt2-decode 60 "$CUDA" bench gpt2-decode --backend cuda $GPT
-step pytorch-cuda-gpt2-decode 60 "$PY" $REF/gpt2_decode.py --device cuda --steps 3 --warmup 1
-[ -n "$TCH" ] && tch_step tch-gpt2-decode 60 "$TCH" bench gpt2-decode --backend tch --device-index 0 $GPT
-[ -x "$FUSION" ] && step fusion-resnet18-train-b64 90 "$FUSION" bench resnet18-train --backend cuda $RESNET --batch-size 64
-step pytorch-cuda-resnet18-train-b64 60 "$PY" $REF/resnet18_train.py --device cuda --steps 30 --warmup 5 --batch-size 64
-[ -n "$TCH" ] && tch_step tch-resnet18-train-b64 60 "$TCH" bench resnet18-train --backend tch --device-index 0 $RESNET --batch-size 64
-[ -x "$FUSION" ] && step fusion-cnn-train-b256 60 "$FUSION" bench cnn-train --backend cuda $BENCH --batch-size 256
-step pytorch-cuda-cnn-train-b256 60 "$PY" $REF/cnn_train.py --device cuda --steps "$STEPS" --warmup 20 --batch-size 256
-[ -x "$FUSION" ] && STRATA_DATA_DIR="$HERE/data" step fusion-lstm-train 60 "$FUSION" bench lstm-train --backend cuda --format json --steps 50 --warmup 5
-STRATA_DATA_DIR="$HERE/data" step pytorch-cuda-lstm-train 60 "$PY" $REF/lstm_train.py --device cuda --steps 50 --warmup 5
-[ -x "$FUSION" ] && step fusion-selftest-resnet18 90 "$FUSION" selftest --backend cuda --format json --only resnet18
 
 # Every step's last JSON line (or the end of its stderr), in one file.
 "$PY" - "$RESULTS" <<'PYEOF'

@@ -262,11 +262,16 @@ pub fn select_device(
     Ok((kind, kind.device(index)?))
 }
 
-/// Whether `device` (with or without autodiff) is one of CubeCL's runtimes: `cuda`, `wgpu` or
-/// `cpu`, which Burn runs as one backend.
-pub fn is_cube(device: &Device) -> bool {
+/// Whether `device` (with or without autodiff) is one of CubeCL's GPU runtimes, `cuda` or
+/// `wgpu` (Burn runs them, and CubeCL's CPU runtime `cpu`, as one backend).
+pub fn is_cubecl_gpu(device: &Device) -> bool {
+    let device = device.clone().inner();
+    #[cfg(feature = "cpu")]
+    if device == Device::cpu() {
+        return false;
+    }
     #[cfg(any(feature = "cuda", feature = "wgpu", feature = "cpu"))]
-    if let burn::backend::DispatchDevice::Cube(_) = device.clone().inner().as_dispatch() {
+    if let burn::backend::DispatchDevice::Cube(_) = device.as_dispatch() {
         return true;
     }
     let _ = device;
@@ -355,10 +360,10 @@ mod tests {
     }
 
     #[test]
-    fn cubecl_devices_are_told_apart_with_or_without_autodiff() {
+    fn cubecl_gpus_are_told_apart_with_or_without_autodiff() {
         #[cfg(feature = "flex")]
-        assert!(!is_cube(&Device::flex()) && !is_cube(&Device::flex().autodiff()));
+        assert!(!is_cubecl_gpu(&Device::flex()) && !is_cubecl_gpu(&Device::flex().autodiff()));
         #[cfg(feature = "cpu")]
-        assert!(is_cube(&Device::cpu()) && is_cube(&Device::cpu().autodiff()));
+        assert!(!is_cubecl_gpu(&Device::cpu()) && !is_cubecl_gpu(&Device::cpu().autodiff()));
     }
 }

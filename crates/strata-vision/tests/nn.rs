@@ -2,7 +2,7 @@
 //! - `conv2d` against Burn's `conv2d` (and Burn's ReLU): the output and the gradients of the
 //!   input, the weight and the bias, for kernels 1/3/5/7, strides 1/2, padding none/1/"same"
 //!   (asymmetric for an even kernel), dilation 1/2, groups 1/2/depthwise, with and without bias;
-//!   the same for `im2col::conv2d` (the convolution on CubeCL devices), on every backend;
+//!   the same for `im2col::conv2d` (the convolution on CubeCL's GPUs), on every backend;
 //! - `max_pool` against Burn's `MaxPool2d`: output and input gradient;
 //! - `dropout`: the share kept, the scaling, the same mask forward and backward, seeded.
 
@@ -130,6 +130,13 @@ fn cases() -> Vec<Case> {
         size: [37, 30],
         ..case(64, 32, 3, 2, 1, 2)
     };
+    // A batch that `im2col::conv2d` cuts into three runs of two images, with groups.
+    let im2col_pieces = Case {
+        batch: 6,
+        groups: 2,
+        size: [34, 32],
+        ..case(4, 6, 3, 1, 1, 1)
+    };
     let first_layer = Case {
         input_grad: false,
         relu: true,
@@ -195,6 +202,7 @@ fn cases() -> Vec<Case> {
         blocked_relu,
         simple_cnn_conv2,
         wide_strided_dilated_grouped,
+        im2col_pieces,
         first_layer,
         no_bias,
     ]);

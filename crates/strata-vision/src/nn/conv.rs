@@ -11,9 +11,9 @@
 //! an optional ReLU are applied in the pass that writes the output. Burn
 //! 0.22's flex computes the weight gradient as a convolution with the output gradient as
 //! kernel, GEMMs a few columns wide, which made it the slowest part of a training step. On
-//! CubeCL devices it is im2col and one matrix product, in Burn's tensor operations
-//! ([`im2col`](super::im2col)), for the same reason. On ndarray and tch [`conv2d`] is Burn's
-//! `conv2d` (on tch LibTorch's kernels, cuDNN's on a GPU).
+//! CubeCL's GPUs (`cuda`, `wgpu`) it is im2col and matrix products, in Burn's tensor operations
+//! ([`im2col`](super::im2col)), for the same reason. On ndarray, tch and CubeCL's CPU runtime
+//! [`conv2d`] is Burn's `conv2d` (on tch LibTorch's kernels, cuDNN's on a GPU).
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -145,7 +145,7 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
 
 /// The 2-D convolution of `x` `[batch, in, h, w]` with `weight` `[out, in / groups, kh, kw]`
 /// and `bias` `[out]`, then a ReLU when `relu` is set. Our kernel on flex (f32), im2col and one
-/// matrix product on CubeCL devices ([`im2col`](super::im2col)), Burn's `conv2d` elsewhere.
+/// matrix product on CubeCL's GPUs ([`im2col`](super::im2col)), Burn's `conv2d` elsewhere.
 ///
 /// # Panics
 /// With the message of [`Geometry::new`] when the shapes and options do not fit together
@@ -164,9 +164,9 @@ pub fn conv2d(
     if super::flex::available(&x) {
         return super::flex::conv::conv2d(x, weight, bias, options, relu, None);
     }
-    // CubeCL devices: im2col and one matrix product. Other backends and dtypes: Burn's
-    // convolution and autodiff.
-    let y = if strata_tensor::is_cube(&x.device()) {
+    // CubeCL's GPUs: im2col and matrix products. Other backends and dtypes: Burn's convolution
+    // and autodiff.
+    let y = if strata_tensor::is_cubecl_gpu(&x.device()) {
         super::im2col::conv2d(x, weight, bias, &options)
     } else {
         burn::tensor::module::conv2d(x, weight, bias, options)

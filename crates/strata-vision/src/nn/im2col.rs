@@ -1,6 +1,8 @@
 //! The convolution as one matrix product over an im2col matrix, written with Burn's tensor
 //! operations, so that it runs, and is differentiated, on every backend. [`conv2d`](super::conv2d)
-//! takes it on CubeCL devices (`cuda`, `wgpu`, `cpu`).
+//! takes it on CubeCL's GPU runtimes (`cuda`, `wgpu`); CubeCL's CPU runtime keeps Burn's
+//! convolution, since its matrix product is far slower than its direct convolution kernel (one
+//! weight-gradient product of the simple CNN took over a minute there).
 //!
 //! There, Burn 0.22 without autotuning runs a direct convolution kernel, whose weight gradient
 //! is a convolution with the output gradient as its kernel: one thread per weight, each summing
@@ -9,10 +11,17 @@
 //! a wrong gradient for a single input channel. Here each of the three is one product on the
 //! device's matrix kernels:
 //!
-//! - forward: `cols = im2col(x)` `[in · kh · kw, batch · oh · ow]` (each tap one strided slice of
-//!   the padded input, channels first), then `y = W · cols`, one product per group;
-//! - backward (Burn's autodiff of the same operations): `dW = dY · colsᵀ`, and
-//!   `dx = col2im(Wᵀ · dY)`, where col2im adds each tap's slice back into the padded input.
+//! - forward: the batch cut into `pieces` runs of images (see [`pieces`]), and for each
+//!   `cols = im2col(x)` `[in · kh · kw, images · oh · ow]` (each tap one strided slice of the
+//!   padded input, channels first), then `y = W · cols`: one batched product, per group;
+//! - backward (Burn's autodiff of the same operations): `dW = Σ dY · colsᵀ`, the pieces' products
+//!   summed (the weight is broadcast over them), and `dx = col2im(Wᵀ · dY)`, where col2im adds
+//!   each tap's slice back into the padded input.
+//!
+//! The weight gradient contracts over every position of the batch, and its output is only
+//! `out × in · kh · kw`: as one product it would leave most of a GPU idle (a few tiles of
+//! output, each a long loop). Cut into pieces, it is as many independent products, and one
+//! small sum (the split-K of Burn's own `wgrad_im2col`).
 //!
 //! The price is the im2col matrix, `kh · kw` times the input (462 MB for a 3×3 layer of
 //! ResNet-18's first stage at batch 64), which a GPU's memory holds easily.
@@ -38,10 +47,13 @@ pub fn conv2d(
     let g =
         Geometry::new(x.dims(), weight.dims(), options).unwrap_or_else(|e| panic!("conv2d: {e}"));
     let taps = g.kernel[0] * g.kernel[1];
-    let positions = g.batch * g.spatial();
-    // [in, batch, h + pads, w + pads]: channels first, so that the columns come out as
-    // [in · taps, batch · oh · ow] with no copy but the stack.
-    let x = x.permute([1, 0, 2, 3]);
+    let pieces = pieces(g.batch, g.spatial());
+    let images = g.batch / pieces;
+    // [pieces, in, images, h + pads, w + pads]: channels before images, so that each piece's
+    // columns come out as [in · taps, images · oh · ow] with no copy but the stack.
+    let x = x
+        .reshape([pieces, images, g.c_in, g.h, g.w])
+        .permute([0, 2, 1, 3, 4]);
     let [(top, bottom), (left, right)] = options.padding;
     let x = if top + bottom + left + right > 0 {
         x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
@@ -53,10 +65,11 @@ pub fn conv2d(
         let end = start + g.stride[axis] * (out - 1) + 1;
         Slice::new(start as isize, Some(end as isize), g.stride[axis] as isize)
     };
-    let columns: Vec<Tensor<4>> = (0..taps)
+    let columns: Vec<Tensor<5>> = (0..taps)
         .map(|tap| {
             let (i, j) = (tap / g.kernel[1], tap % g.kernel[1]);
             x.clone().slice([
+                Slice::full(),
                 Slice::full(),
                 Slice::full(),
                 span(i, 0, g.oh),
@@ -64,16 +77,57 @@ pub fn conv2d(
             ])
         })
         .collect();
-    // [in, taps, batch, oh, ow] → [groups, in / groups · taps, batch · oh · ow].
-    let columns: Tensor<5> = Tensor::stack(columns, 1);
-    let columns: Tensor<3> = columns.reshape([g.groups, g.k(), positions]);
-    let weight: Tensor<3> = weight.reshape([g.groups, g.c_out / g.groups, g.k()]);
+    // [pieces, in, taps, images, oh, ow] → [pieces, groups, in / groups · taps, images · oh · ow].
+    let columns: Tensor<6> = Tensor::stack(columns, 2);
+    let columns: Tensor<4> = columns.reshape([pieces, g.groups, g.k(), images * g.spatial()]);
+    let weight: Tensor<4> = weight.reshape([1, g.groups, g.c_out / g.groups, g.k()]);
+    // [pieces, groups, out / groups, images · oh · ow] → [batch, out, oh, ow].
     let y = weight
         .matmul(columns)
-        .reshape([g.c_out, g.batch, g.oh, g.ow])
-        .permute([1, 0, 2, 3]);
+        .reshape([pieces, g.c_out, images, g.oh, g.ow])
+        .permute([0, 2, 1, 3, 4])
+        .reshape([g.batch, g.c_out, g.oh, g.ow]);
     match bias {
         Some(bias) => y + bias.reshape([1, g.c_out, 1, 1]),
         None => y,
+    }
+}
+
+/// Positions per piece below which [`pieces`] stops cutting the batch: shorter products would
+/// not pay for their launch (Burn's `wgrad_im2col` cuts at the same length).
+const MIN_PIECE_POSITIONS: usize = 2048;
+
+/// The most pieces, so that summing the weight gradient's pieces stays small next to the
+/// products that made them.
+const MAX_PIECES: usize = 64;
+
+/// How many equal runs of images to cut a batch of `batch` images of `spatial` output positions
+/// into: the most, up to [`MAX_PIECES`], that divides the batch and leaves each run at least
+/// [`MIN_PIECE_POSITIONS`] positions (1 when none does).
+pub fn pieces(batch: usize, spatial: usize) -> usize {
+    (1..=batch.min(MAX_PIECES))
+        .rev()
+        .find(|&p| batch.is_multiple_of(p) && batch / p * spatial >= MIN_PIECE_POSITIONS)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_cut_into_runs_of_at_least_2048_positions() {
+        // ResNet-18 at batch 64: layer1 (56×56), layer2 (28×28), layer3 (14×14), layer4 (7×7).
+        assert_eq!(pieces(64, 56 * 56), 64);
+        assert_eq!(pieces(64, 28 * 28), 16);
+        assert_eq!(pieces(64, 14 * 14), 4);
+        assert_eq!(pieces(64, 7 * 7), 1);
+        // The simple CNN at batch 64 (26×26, then 11×11 after pooling).
+        assert_eq!(pieces(64, 26 * 26), 16);
+        // A prime batch is one piece; a small one stays whole.
+        assert_eq!(pieces(7, 4096), 7);
+        assert_eq!(pieces(7, 1000), 1);
+        assert_eq!(pieces(2, 100), 1);
+        assert_eq!(pieces(0, 100), 1);
     }
 }

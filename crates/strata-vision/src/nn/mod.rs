@@ -10,7 +10,7 @@
 //!   Burn's generator, so it costs no random tensor and the backward pass stores no mask.
 //!
 //! On the other backends, and for configurations the kernels do not cover, each falls back to
-//! Burn's own operation (the functions say where), except the convolution on CubeCL devices,
+//! Burn's own operation (the functions say where), except the convolution on CubeCL's GPUs,
 //! which is [`im2col`] and a matrix product there. [`flex`] holds the kernels.
 
 pub mod batch_norm;
