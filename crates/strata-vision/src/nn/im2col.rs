@@ -95,11 +95,11 @@ pub fn conv2d(
 
 /// Positions per piece below which [`pieces`] stops cutting the batch: shorter products would
 /// not pay for their launch (Burn's `wgrad_im2col` cuts at the same length).
-const MIN_PIECE_POSITIONS: usize = 2048;
+pub const MIN_PIECE_POSITIONS: usize = 2048;
 
 /// The most pieces, so that summing the weight gradient's pieces stays small next to the
 /// products that made them.
-const MAX_PIECES: usize = 64;
+pub const MAX_PIECES: usize = 64;
 
 /// How many equal runs of images to cut a batch of `batch` images of `spatial` output positions
 /// into: the most, up to [`MAX_PIECES`], that divides the batch and leaves each run at least
