@@ -1,15 +1,15 @@
-//! The convolution as one matrix product over an im2col matrix, written with Burn's tensor
+//! The convolution as matrix products over an im2col matrix, written with Burn's tensor
 //! operations, so that it runs, and is differentiated, on every backend. [`conv2d`](super::conv2d)
 //! takes it on CubeCL's GPU runtimes (`cuda`, `wgpu`); CubeCL's CPU runtime keeps Burn's
 //! convolution, since its matrix product is far slower than its direct convolution kernel (one
 //! weight-gradient product of the simple CNN took over a minute there).
 //!
-//! There, Burn 0.22 without autotuning runs a direct convolution kernel, whose weight gradient
+//! On those GPUs, Burn 0.22 without autotuning runs a direct convolution kernel, whose weight gradient
 //! is a convolution with the output gradient as its kernel: one thread per weight, each summing
 //! `batch · oh · ow` products in turn (about a second per ResNet-18 training step on an H200,
 //! against 13 ms for PyTorch). With autotuning, one of the weight-gradient kernels it picks gives
-//! a wrong gradient for a single input channel. Here each of the three is one product on the
-//! device's matrix kernels:
+//! a wrong gradient for a single input channel. Here the output and both gradients are each one
+//! batched product on the device's matrix kernels:
 //!
 //! - forward: the batch cut into `pieces` runs of images (see [`pieces`]), and for each
 //!   `cols = im2col(x)` `[in · kh · kw, images · oh · ow]` (each tap one strided slice of the
