@@ -255,12 +255,9 @@ fn backward(
     // loop. Above 256 positions (28×28 against 1,152 rows) the images' own products are faster.
     // Where Winograd's transforms compute the convolution, they compute its weight gradient too,
     // over the whole batch after the loop.
-    let winograd_dw = need_dw && matches!(after, After::Nothing) && winograd::applies(&g);
-    let whole_batch_dw = need_dw
-        && !winograd_dw
-        && g.spatial() < 256
-        && g.spatial() < g.k()
-        && matches!(after, After::Nothing);
+    let after_loop_dw = need_dw && matches!(after, After::Nothing);
+    let winograd_dw = after_loop_dw && winograd::applies(&g);
+    let whole_batch_dw = after_loop_dw && !winograd_dw && g.spatial() < 256 && g.spatial() < g.k();
     let per_image_dw = need_dw && !whole_batch_dw && !winograd_dw;
     let (dw_len, db_len) = (
         if per_image_dw { g.c_out * g.k() } else { 0 },

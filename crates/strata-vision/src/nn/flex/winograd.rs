@@ -567,14 +567,14 @@ impl Vectorized for TileTransform<'_> {
         } = self.from;
         let (width, c) = (*width, *c);
         let mut planes = self.planes;
+        // A tile's inputs are `side × side` runs of channels (the rest of `d` unused).
+        let side = if *span == Span::Input { 4 } else { 2 };
         for (t, (i, j)) in (0..self.rows)
             .flat_map(|i| (0..self.tw).map(move |j| (i, j)))
             .enumerate()
         {
             let base = (2 * i * width + 2 * j) * c;
             let mut out = planes.each_mut().map(|plane| &mut plane[t * c..][..c]);
-            // The tile's inputs, `side × side` runs of channels (the rest unused).
-            let side = if *span == Span::Input { 4 } else { 2 };
             let d: [&[f32]; 16] = std::array::from_fn(|k| {
                 let (r, s) = (k / side, k % side);
                 if r < side {
