@@ -108,6 +108,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if batch_size != 1 {
             bail!("gpt2-decode decodes one sequence: --batch-size must be 1");
         }
+        args.dtype.check(&device)?;
         let t = gpt2_decode_throughput(&device, args.dtype, 16, 64, warmup, steps);
         let bandwidth = strata_train::bench::read_bandwidth_gb_s();
         let limit = bandwidth * 1e9 / t.weight_bytes_per_token;

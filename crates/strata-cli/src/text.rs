@@ -59,6 +59,7 @@ impl ModelArgs {
 
     /// The GPT-2 and its tokenizer; a Hub file that cannot be had says to pass a dir.
     fn load_gpt2(&self, device: &burn::tensor::Device) -> Result<(Gpt2, TextTokenizer)> {
+        self.dtype.check(device)?;
         strata_transformer::load::load(&self.gpt2_source()?, device).map_err(|e| {
             let hint = match e {
                 strata_transformer::load::LoadError::Hub(_) => {

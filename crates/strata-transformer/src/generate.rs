@@ -29,6 +29,22 @@ strata_tensor::named_enum!(WeightDtype, "dtype", {
     Bf16 => "bf16",
 });
 
+impl WeightDtype {
+    /// Whether `device` computes in this precision: wgpu's WGSL shaders have no bf16, and there
+    /// a bf16 model would give wrong logits (Burn's kernels fail to compile on their own thread).
+    ///
+    /// # Errors
+    /// [`GenerateError::Invalid`], one line that names `--dtype f32`, where it does not.
+    pub fn check(self, device: &Device) -> Result<(), GenerateError> {
+        match self {
+            Self::Bf16 if !device.supports_dtype(DType::BF16) => Err(GenerateError::Invalid(
+                "this device cannot compute in bf16 (wgpu's WGSL shaders have no bf16 type): use --dtype f32".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Casts every 2-d parameter (the linear layers' weights) to bf16, transposed to `[out, in]`
 /// and contiguous, as [`Conv1D::forward`](crate::model::Conv1D::forward) expects them.
 struct ToBf16;
@@ -65,8 +81,15 @@ pub struct Gpt2Generator {
 
 impl Gpt2Generator {
     /// Wraps `model` (on a device without autodiff), with its weights in `dtype`.
+    ///
+    /// # Panics
+    /// With the message of [`WeightDtype::check`] where the model's device cannot compute in
+    /// `dtype`.
     pub fn new(model: Gpt2, dtype: WeightDtype) -> Self {
         let device = model.wte.weight.val().device();
+        if let Err(e) = dtype.check(&device) {
+            panic!("{e}");
+        }
         let (model, head_bf16) = match dtype {
             WeightDtype::F32 => (model, None),
             WeightDtype::Bf16 => {

@@ -2,7 +2,8 @@
 //! - `conv2d` against Burn's `conv2d` (and Burn's ReLU): the output and the gradients of the
 //!   input, the weight and the bias, for kernels 1/3/5/7, strides 1/2, padding none/1/"same"
 //!   (asymmetric for an even kernel), dilation 1/2, groups 1/2/depthwise, with and without bias;
-//!   the same for `im2col::conv2d` (the convolution on CubeCL's GPUs), on every backend;
+//!   the same for `im2col::conv2d` (the convolution on CubeCL's GPUs), on every backend, whole,
+//!   with the batch in runs of images, and past its room (Burn's convolution);
 //! - `max_pool` against Burn's `MaxPool2d`: output and input gradient;
 //! - `dropout`: the share kept, the scaling, the same mask forward and backward, seeded.
 
@@ -236,6 +237,10 @@ enum Conv {
     Ours,
     /// `strata_vision::nn::im2col::conv2d`, then Burn's ReLU.
     Im2col,
+    /// The same with room for two images' im2col matrices: the batch in runs of two images.
+    Im2colInRuns,
+    /// The same with less room than one image's matrix: Burn's convolution.
+    Im2colNoRoom,
     /// Burn's `conv2d`, then Burn's ReLU.
     Burn,
 }
@@ -256,11 +261,20 @@ fn run(c: &Case, device: &Device, conv: Conv) -> Vec<Option<Vec<f32>>> {
         ConvOptions::new_with_padding([c.stride; 2], c.padding, [c.dilation; 2], c.groups);
     let y = match conv {
         Conv::Ours => conv2d(x.clone(), w.clone(), b.clone(), options, c.relu),
-        Conv::Im2col | Conv::Burn => {
-            let y = if conv == Conv::Im2col {
-                im2col::conv2d(x.clone(), w.clone(), b.clone(), &options)
-            } else {
-                burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), options)
+        _ => {
+            // The bytes of one image's im2col matrix: [in · kh · kw, oh · ow] floats.
+            let out = |axis: usize| {
+                let (before, after) = c.padding[axis];
+                (c.size[axis] + before + after - c.dilation * (c.kernel[axis] - 1) - 1) / c.stride
+                    + 1
+            };
+            let per_image = c.c_in * c.kernel[0] * c.kernel[1] * out(0) * out(1) * 4;
+            let (x, w, b) = (x.clone(), w.clone(), b.clone());
+            let y = match conv {
+                Conv::Im2col => im2col::conv2d(x, w, b, &options),
+                Conv::Im2colInRuns => im2col::conv2d_within(x, w, b, &options, 2 * per_image),
+                Conv::Im2colNoRoom => im2col::conv2d_within(x, w, b, &options, per_image - 1),
+                _ => burn::tensor::module::conv2d(x, w, b, options),
             };
             if c.relu {
                 burn::tensor::activation::relu(y)
@@ -289,6 +303,12 @@ fn conv2d_and_its_gradients_equal_burns_on_every_backend() {
 #[test]
 fn the_im2col_convolution_and_its_gradients_equal_burns_on_every_backend() {
     compare_with_burns(Conv::Im2col);
+}
+
+#[test]
+fn the_im2col_convolution_in_runs_of_images_and_past_its_room_equals_burns() {
+    compare_with_burns(Conv::Im2colInRuns);
+    compare_with_burns(Conv::Im2colNoRoom);
 }
 
 /// Every case of [`cases`] by `conv` and by Burn's `conv2d`, on every compiled backend.

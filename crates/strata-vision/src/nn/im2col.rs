@@ -24,7 +24,10 @@
 //! small sum (the split-K of Burn's own `wgrad_im2col`).
 //!
 //! The price is the im2col matrix, `kh · kw` times the input (462 MB for a 3×3 layer of
-//! ResNet-18's first stage at batch 64), which a GPU's memory holds easily.
+//! ResNet-18's first stage at batch 64). It is built for at most [`MAX_COLUMNS_BYTES`] at a
+//! time: a larger batch is cut into runs of images convolved one after the other (the largest
+//! buffer some wgpu devices can bind, llvmpipe's among them, is 128 MiB), and an image whose
+//! matrix alone is larger goes to Burn's convolution.
 
 use burn::prelude::*;
 use burn::tensor::Slice;
@@ -32,9 +35,15 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 
 use super::Geometry;
 
+/// The largest im2col matrix [`conv2d`] builds at once, in bytes: 128 MiB, WebGPU's default
+/// `maxStorageBufferBindingSize`, and the largest buffer llvmpipe's Vulkan (and so wgpu on it)
+/// can bind.
+pub const MAX_COLUMNS_BYTES: usize = 128 << 20;
+
 /// `conv2d(x, weight) + bias`: `x` `[batch, in, h, w]`, `weight` `[out, in / groups, kh, kw]`,
-/// `bias` `[out]`, as im2col and one matrix product per group (see the module's documentation).
-/// The same numbers as Burn's `conv2d`, up to the order of the sums.
+/// `bias` `[out]`, as im2col and one matrix product per group (see the module's documentation),
+/// with im2col matrices of at most [`MAX_COLUMNS_BYTES`]. The same numbers as Burn's `conv2d`,
+/// up to the order of the sums.
 ///
 /// # Panics
 /// With the message of [`Geometry::new`] when the shapes and options do not fit together.
@@ -44,8 +53,63 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: &ConvOptions<2>,
 ) -> Tensor<4> {
+    conv2d_within(x, weight, bias, options, MAX_COLUMNS_BYTES)
+}
+
+/// [`conv2d`] with im2col matrices of at most `max_bytes`: the batch is cut into as few equal
+/// runs of images as that allows (the last one shorter where the batch does not divide), each
+/// convolved apart, and the outputs joined; where a single image's matrix is larger, Burn's
+/// `conv2d` does the whole batch.
+///
+/// # Panics
+/// With the message of [`Geometry::new`] when the shapes and options do not fit together.
+pub fn conv2d_within(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: &ConvOptions<2>,
+    max_bytes: usize,
+) -> Tensor<4> {
     let g =
         Geometry::new(x.dims(), weight.dims(), options).unwrap_or_else(|e| panic!("conv2d: {e}"));
+    let per_image = g.groups * g.k() * g.spatial() * x.dtype().size();
+    if per_image > max_bytes {
+        return burn::tensor::module::conv2d(x, weight, bias, options.clone());
+    }
+    let fit = max_bytes / per_image.max(1);
+    if fit >= g.batch {
+        return columns_conv(x, weight, bias, options, &g);
+    }
+    let runs = g.batch.div_ceil(fit);
+    let images = g.batch.div_ceil(runs);
+    let outputs = (0..g.batch)
+        .step_by(images)
+        .map(|start| {
+            let end = (start + images).min(g.batch);
+            let run = Geometry {
+                batch: end - start,
+                ..g
+            };
+            columns_conv(
+                x.clone().slice(start..end),
+                weight.clone(),
+                bias.clone(),
+                options,
+                &run,
+            )
+        })
+        .collect();
+    Tensor::cat(outputs, 0)
+}
+
+/// [`conv2d`] of the whole batch `x`, of geometry `g`, with one im2col matrix.
+fn columns_conv(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: &ConvOptions<2>,
+    g: &Geometry,
+) -> Tensor<4> {
     let taps = g.kernel[0] * g.kernel[1];
     let pieces = pieces(g.batch, g.spatial());
     let images = g.batch / pieces;
