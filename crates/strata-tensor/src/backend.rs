@@ -51,6 +51,11 @@ pub enum BackendError {
         "backend '{0}' on a GPU needs an NVIDIA GPU and its driver, and this machine has none (no /proc/driver/nvidia/version); use --backend flex"
     )]
     NoGpu(&'static str),
+    /// wgpu found no adapter: no Vulkan, Metal, DirectX 12 or OpenGL device.
+    #[error(
+        "backend 'wgpu' found no GPU: no Vulkan, Metal, DirectX 12 or OpenGL device answered; install the GPU's driver (on Linux without a GPU, Mesa's software Vulkan: apt-get install mesa-vulkan-drivers), or use --backend flex"
+    )]
+    NoWgpuAdapter,
     /// The LibTorch this process loaded is another release than the one the binary was built
     /// against (LibTorch's C++ ABI changes between releases).
     #[error(
@@ -151,6 +156,10 @@ impl BackendKind {
         if self == Self::Tch {
             check_libtorch()?;
         }
+        #[cfg(feature = "wgpu")]
+        if self == Self::Wgpu && !wgpu_adapter_present() {
+            return Err(BackendError::NoWgpuAdapter);
+        }
         Ok(match self {
             #[cfg(feature = "flex")]
             Self::Flex => Device::flex(),
@@ -192,6 +201,21 @@ fn nvidia_driver_present() -> bool {
     }
     std::path::Path::new("/proc/driver/nvidia/version").exists()
         || std::path::Path::new("/dev/nvidiactl").exists()
+}
+
+/// Whether wgpu finds an adapter on any graphics API (llvmpipe's software Vulkan counts), so
+/// that a machine without one gets a clear error instead of a panic on CubeCL's device thread.
+/// Asked once per process, before any wgpu device exists: the Vulkan loader crashes when
+/// instances come and go on several threads at once.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapter_present() -> bool {
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        use burn::backend::wgpu::wgpu;
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        !futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .is_empty()
+    })
 }
 
 /// The LibTorch release a tch build was made against: `STRATA_LIBTORCH_VERSION` at build time,
