@@ -4,6 +4,7 @@
 //!   (asymmetric for an even kernel), dilation 1/2, groups 1/2/depthwise, with and without bias;
 //!   the same for `im2col::conv2d` (the convolution on CubeCL's GPUs), on every backend, whole,
 //!   with the batch in runs of images, and past its room (Burn's convolution);
+//! - the same for `conv2d` on the cases that take Winograd, in thread pools of 1, 3 and 7 threads;
 //! - `max_pool` against Burn's `MaxPool2d`: output and input gradient;
 //! - `dropout`: the share kept, the scaling, the same mask forward and backward, seeded.
 
@@ -311,8 +312,34 @@ fn the_im2col_convolution_in_runs_of_images_and_past_its_room_equals_burns() {
     compare_with_burns(Conv::Im2colNoRoom);
 }
 
+#[test]
+fn winograds_gradients_are_right_on_any_number_of_threads() {
+    // Winograd's weight gradient cuts its tiles into blocks and pieces by the number of threads;
+    // the input gradient and the output are cut by threads too.
+    let winograd: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| {
+            c.kernel == [3, 3] && c.stride == 1 && c.dilation == 1 && c.groups == 1 && c.c_in >= 16
+        })
+        .collect();
+    for threads in [1, 3, 7] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let checked = pool.install(|| compare_cases_with_burns(Conv::Ours, &winograd));
+        assert!(checked >= 20, "only {checked} comparisons ran");
+    }
+}
+
 /// Every case of [`cases`] by `conv` and by Burn's `conv2d`, on every compiled backend.
 fn compare_with_burns(conv: Conv) {
+    let checked = compare_cases_with_burns(conv, &cases());
+    assert!(checked > 100, "only {checked} comparisons ran");
+}
+
+/// `cases` by `conv` and by Burn's `conv2d`, on every compiled backend: the comparisons made.
+fn compare_cases_with_burns(conv: Conv, cases: &[Case]) -> usize {
     let names = [
         "output",
         "input gradient",
@@ -325,9 +352,9 @@ fn compare_with_burns(conv: Conv) {
             continue; // a GPU backend on a machine without one
         };
         let device = device.autodiff();
-        for c in cases() {
-            let ours = run(&c, &device, conv);
-            let burn = run(&c, &device, Conv::Burn);
+        for c in cases {
+            let ours = run(c, &device, conv);
+            let burn = run(c, &device, Conv::Burn);
             for ((name, a), b) in names.iter().zip(&ours).zip(&burn) {
                 assert_eq!(a.is_some(), b.is_some(), "{kind} {c:?}: {name} presence");
                 let (Some(a), Some(b)) = (a, b) else { continue };
@@ -342,7 +369,7 @@ fn compare_with_burns(conv: Conv) {
             }
         }
     }
-    assert!(checked > 100, "only {checked} comparisons ran");
+    checked
 }
 
 #[test]
