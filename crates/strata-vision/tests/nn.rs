@@ -12,7 +12,7 @@ use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use strata_tensor::BackendKind;
-use strata_vision::nn::{conv2d, im2col};
+use strata_vision::nn::{Geometry, conv2d, im2col};
 
 /// One convolution to check.
 #[derive(Debug, Clone, Copy)]
@@ -263,13 +263,8 @@ fn run(c: &Case, device: &Device, conv: Conv) -> Vec<Option<Vec<f32>>> {
     let y = match conv {
         Conv::Ours => conv2d(x.clone(), w.clone(), b.clone(), options, c.relu),
         _ => {
-            // The bytes of one image's im2col matrix: [in · kh · kw, oh · ow] floats.
-            let out = |axis: usize| {
-                let (before, after) = c.padding[axis];
-                (c.size[axis] + before + after - c.dilation * (c.kernel[axis] - 1) - 1) / c.stride
-                    + 1
-            };
-            let per_image = c.c_in * c.kernel[0] * c.kernel[1] * out(0) * out(1) * 4;
+            let g = Geometry::new(x.dims(), w.dims(), &options).unwrap();
+            let per_image = im2col::image_columns_bytes(&g, size_of::<f32>());
             let (x, w, b) = (x.clone(), w.clone(), b.clone());
             let y = match conv {
                 Conv::Im2col => im2col::conv2d(x, w, b, &options),

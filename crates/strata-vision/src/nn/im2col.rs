@@ -72,7 +72,7 @@ pub fn conv2d_within(
 ) -> Tensor<4> {
     let g =
         Geometry::new(x.dims(), weight.dims(), options).unwrap_or_else(|e| panic!("conv2d: {e}"));
-    let per_image = g.groups * g.k() * g.spatial() * x.dtype().size();
+    let per_image = image_columns_bytes(&g, x.dtype().size());
     if per_image > max_bytes {
         return burn::tensor::module::conv2d(x, weight, bias, options.clone());
     }
@@ -100,6 +100,12 @@ pub fn conv2d_within(
         })
         .collect();
     Tensor::cat(outputs, 0)
+}
+
+/// The bytes of one image's im2col matrix (`[in · kh · kw, oh · ow]`) for the convolution `g`,
+/// in a float type of `float_bytes` bytes.
+pub fn image_columns_bytes(g: &Geometry, float_bytes: usize) -> usize {
+    g.groups * g.k() * g.spatial() * float_bytes
 }
 
 /// [`conv2d`] of the whole batch `x`, of geometry `g`, with one im2col matrix.
