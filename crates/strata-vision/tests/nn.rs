@@ -368,6 +368,48 @@ fn compare_cases_with_burns(conv: Conv, cases: &[Case]) -> usize {
 }
 
 #[test]
+fn the_im2col_matrix_and_its_adjoint_equal_the_sliced_ones_on_every_backend() {
+    // On CubeCL's runtimes `columns` is our kernel and its gradient our col2im kernel; elsewhere
+    // both sides are Burn's operations. The input is permuted, so not contiguous, and the
+    // batch in one piece or several.
+    let mut checked = 0;
+    for kind in BackendKind::compiled() {
+        let Ok(device) = kind.device(None) else {
+            continue;
+        };
+        let device = device.autodiff();
+        for c in cases() {
+            let options =
+                ConvOptions::new_with_padding([c.stride; 2], c.padding, [c.dilation; 2], c.groups);
+            let [b, ci, h, w] = [c.batch, c.c_in, c.size[0], c.size[1]];
+            let weight = [c.c_out, c.c_in / c.groups, c.kernel[0], c.kernel[1]];
+            let g = Geometry::new([b, ci, h, w], weight, &options).unwrap();
+            for pieces in [1, im2col::pieces(b, g.spatial())] {
+                let run = |sliced: bool| {
+                    let x = tensor([b, h, w, ci], 5, &device)
+                        .permute([0, 3, 1, 2])
+                        .require_grad();
+                    let columns = if sliced {
+                        im2col::sliced_columns(x.clone(), &g, &options, pieces)
+                    } else {
+                        im2col::columns(x.clone(), &g, &options, pieces)
+                    };
+                    let r = tensor(columns.dims(), 6, &device);
+                    let grads = (columns.clone() * r).sum().backward();
+                    (numbers(columns.inner()), numbers(x.grad(&grads).unwrap()))
+                };
+                let (ours, reference) = (run(false), run(true));
+                let what = format!("{kind} {c:?} in {pieces} pieces");
+                assert_close(&ours.0, &reference.0, &format!("{what}: columns"));
+                assert_close(&ours.1, &reference.1, &format!("{what}: input gradient"));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} comparisons ran");
+}
+
+#[test]
 fn a_kernel_that_does_not_fit_is_burns_kind_of_error() {
     let device = strata_tensor::first_compiled_device();
     let result = std::panic::catch_unwind(|| {

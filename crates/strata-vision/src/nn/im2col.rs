@@ -12,11 +12,13 @@
 //! batched product on the device's matrix kernels:
 //!
 //! - forward: the batch cut into `pieces` runs of images (see [`pieces`]), and for each
-//!   `cols = im2col(x)` `[in · kh · kw, images · oh · ow]` (each tap one strided slice of the
-//!   padded input, channels first), then `y = W · cols`: one batched product, per group;
+//!   `cols = im2col(x)` `[in · kh · kw, images · oh · ow]` ([`columns`]: one kernel of ours on
+//!   CubeCL's runtimes, elsewhere each tap one strided slice of the padded input, channels
+//!   first), then `y = W · cols`: one batched product, per group;
 //! - backward (Burn's autodiff of the same operations): `dW = Σ dY · colsᵀ`, the pieces' products
 //!   summed (the weight is broadcast over them), and `dx = col2im(Wᵀ · dY)`, where col2im adds
-//!   each tap's slice back into the padded input.
+//!   each tap's columns back into the input (our kernel's adjoint, one more kernel; or Burn's
+//!   adjoints of the slices).
 //!
 //! The weight gradient contracts over every position of the batch, and its output is only
 //! `out × in · kh · kw`: as one product it would leave most of a GPU idle (a few tiles of
@@ -116,8 +118,46 @@ fn columns_conv(
     options: &ConvOptions<2>,
     g: &Geometry,
 ) -> Tensor<4> {
-    let taps = g.kernel[0] * g.kernel[1];
     let pieces = pieces(g.batch, g.spatial());
+    let images = g.batch / pieces;
+    // [pieces, in · taps, images · oh · ow] → [pieces, groups, in / groups · taps, images · oh · ow].
+    let columns =
+        columns(x, g, options, pieces).reshape([pieces, g.groups, g.k(), images * g.spatial()]);
+    let weight: Tensor<4> = weight.reshape([1, g.groups, g.c_out / g.groups, g.k()]);
+    // [pieces, groups, out / groups, images · oh · ow] → [batch, out, oh, ow].
+    let y = weight
+        .matmul(columns)
+        .reshape([pieces, g.c_out, images, g.oh, g.ow])
+        .permute([0, 2, 1, 3, 4])
+        .reshape([g.batch, g.c_out, g.oh, g.ow]);
+    match bias {
+        Some(bias) => y + bias.reshape([1, g.c_out, 1, 1]),
+        None => y,
+    }
+}
+
+/// The im2col matrix of `x` for the convolution `g`, cut into `pieces` runs of images:
+/// `[pieces, in · kh · kw, images · oh · ow]`, rows channel-major then tap, columns image-major
+/// (on CubeCL's runtimes one kernel of `nn::cube`, which needs the `cube` feature; elsewhere
+/// [`sliced_columns`]).
+pub fn columns(x: Tensor<4>, g: &Geometry, options: &ConvOptions<2>, pieces: usize) -> Tensor<3> {
+    #[cfg(feature = "cube")]
+    if strata_tensor::is_cubecl(&x.device()) {
+        return super::cube::im2col(x, g, pieces);
+    }
+    sliced_columns(x, g, options, pieces)
+}
+
+/// [`columns`] in Burn's tensor operations: the input padded, one strided slice of it per tap,
+/// and the slices stacked (and in the backward pass, Burn's adjoints of those: a slice
+/// assignment and an addition per tap).
+pub fn sliced_columns(
+    x: Tensor<4>,
+    g: &Geometry,
+    options: &ConvOptions<2>,
+    pieces: usize,
+) -> Tensor<3> {
+    let taps = g.kernel[0] * g.kernel[1];
     let images = g.batch / pieces;
     // [pieces, in, images, h + pads, w + pads]: channels before images, so that each piece's
     // columns come out as [in · taps, images · oh · ow] with no copy but the stack.
@@ -147,20 +187,9 @@ fn columns_conv(
             ])
         })
         .collect();
-    // [pieces, in, taps, images, oh, ow] → [pieces, groups, in / groups · taps, images · oh · ow].
+    // [pieces, in, taps, images, oh, ow] → [pieces, in · taps, images · oh · ow].
     let columns: Tensor<6> = Tensor::stack(columns, 2);
-    let columns: Tensor<4> = columns.reshape([pieces, g.groups, g.k(), images * g.spatial()]);
-    let weight: Tensor<4> = weight.reshape([1, g.groups, g.c_out / g.groups, g.k()]);
-    // [pieces, groups, out / groups, images · oh · ow] → [batch, out, oh, ow].
-    let y = weight
-        .matmul(columns)
-        .reshape([pieces, g.c_out, images, g.oh, g.ow])
-        .permute([0, 2, 1, 3, 4])
-        .reshape([g.batch, g.c_out, g.oh, g.ow]);
-    match bias {
-        Some(bias) => y + bias.reshape([1, g.c_out, 1, 1]),
-        None => y,
-    }
+    columns.reshape([pieces, g.c_in * taps, images * g.spatial()])
 }
 
 /// Positions per piece below which [`pieces`] stops cutting the batch: shorter products would

@@ -11,10 +11,13 @@
 //!
 //! On the other backends, and for configurations the kernels do not cover, each falls back to
 //! Burn's own operation (the functions say where), except the convolution on CubeCL's GPUs,
-//! which is [`im2col`] and a matrix product there. [`flex`] holds the kernels.
+//! which is [`im2col`] and a matrix product there. [`flex`] holds the kernels on flex, `cube` the
+//! im2col matrix and its adjoint on CubeCL's runtimes.
 
 pub mod batch_norm;
 pub mod conv;
+#[cfg(feature = "cube")]
+pub mod cube;
 pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod flex;
