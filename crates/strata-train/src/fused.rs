@@ -4,9 +4,10 @@
 //! (with momentum, dampening 0), `Adam` and `AdamW` in the same order, so they give the same
 //! numbers, and keep the same state under the same names, so a checkpoint written with one
 //! resumes with the other. Burn's take 5 to 15 passes over memory per parameter, each a tensor
-//! operation on one thread. On flex, ours read the parameter, its gradient and its state once,
-//! and write the new parameter and state in place, on all threads. On other backends they run
-//! Burn's tensor operations.
+//! operation on one thread (on a GPU, a kernel launch each). On flex, ours read the parameter,
+//! its gradient and its state once, and write the new parameter and state in place, on all
+//! threads; on CubeCL's runtimes each step is one kernel. On other backends they run Burn's
+//! tensor operations.
 
 use burn::optim::{
     Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, LearningRate, Optimizer,
@@ -62,9 +63,9 @@ impl Optimizer for FusedSgd {
         state: Option<SgdState<D>>,
     ) -> (Tensor<D>, Option<SgdState<D>>) {
         let velocity = state.map(|s| s.velocity);
-        #[cfg(feature = "flex")]
-        if strata_tensor::flex::available(&tensor) {
-            let (tensor, velocity) = flex::sgd(self, lr as f32, tensor, grad, velocity);
+        #[cfg(any(feature = "flex", feature = "cube"))]
+        if ops::extended(&tensor) {
+            let (tensor, velocity) = ops::sgd(self, lr as f32, tensor, grad, velocity);
             return (tensor, Some(SgdState { velocity }));
         }
         let (tensor, velocity) = self.step_tensors(lr, tensor, grad, velocity);
@@ -158,11 +159,11 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<AdamState<D>>,
     ) -> (Tensor<D>, Option<AdamState<D>>) {
-        #[cfg(feature = "flex")]
-        if strata_tensor::flex::available(&tensor) {
+        #[cfg(any(feature = "flex", feature = "cube"))]
+        if ops::extended(&tensor) {
             let moments = state.map(|s| s.momentum);
             let time = moments.as_ref().map_or(1, |m| m.time + 1);
-            let (tensor, moment_1, moment_2) = flex::adam(self, lr, time, tensor, grad, moments);
+            let (tensor, moment_1, moment_2) = ops::adam(self, lr, time, tensor, grad, moments);
             let momentum = burn::optim::AdaptiveMomentumState::new(time, moment_1, moment_2);
             return (tensor, Some(AdamState::new(momentum)));
         }
@@ -179,23 +180,30 @@ impl Optimizer for FusedAdam {
     }
 }
 
-#[cfg(feature = "flex")]
-mod flex {
-    //! The kernels, a Burn backend extension on flex (no autodiff: optimizers step inner
-    //! tensors).
+#[cfg(any(feature = "flex", feature = "cube"))]
+mod ops {
+    //! The fused steps as a Burn backend extension (no autodiff: optimizers step inner tensors),
+    //! its kernels on flex ([`super::flex`]) and on CubeCL's runtimes ([`super::cube`]).
 
-    use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
+    use burn::backend::{Backend, backend_extension};
     use burn::tensor::Tensor;
-    use rayon::prelude::*;
-    use strata_tensor::flex::{contiguous, into_values, tensor, values};
-    use strata_tensor::simd::{Vectorized, vectorized};
 
     use super::{FusedAdam, FusedSgd};
 
-    /// Numbers per task: large parameters are split over the threads.
-    const CHUNK: usize = 1 << 15;
+    /// Whether `x` is on a backend with the kernels (flex in f32, a CubeCL runtime).
+    pub(super) fn extended<const D: usize>(x: &Tensor<D>) -> bool {
+        #[cfg(feature = "flex")]
+        if strata_tensor::flex::available(x) {
+            return true;
+        }
+        #[cfg(feature = "cube")]
+        if strata_tensor::is_cubecl(&x.device()) {
+            return true;
+        }
+        let _ = x;
+        false
+    }
 
     /// How Adam turns its moments into a step, with the bias corrections of step `t` computed
     /// as Burn computes them.
@@ -217,10 +225,17 @@ mod flex {
         },
     }
 
-    #[backend_extension(Flex)]
+    #[backend_extension(
+        Flex: cfg(feature = "flex"),
+        Cube: cfg(feature = "cube"),
+        Fusion: cfg(feature = "fusion")
+    )]
     pub trait OptimizerOps: Backend {
         /// One SGD step: the new parameter and velocity. `velocity` is ignored when `first`.
         #[allow(clippy::too_many_arguments)]
+        #[fusion(meta = |param, _grad, _velocity, _first, _lr, _momentum, _decay, _nesterov| {
+            (param.clone(), param.clone())
+        })]
         fn sgd_step(
             param: FloatTensor<Self>,
             grad: FloatTensor<Self>,
@@ -233,6 +248,9 @@ mod flex {
         ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
         /// One Adam or AdamW step (`update`): the new parameter and moments.
+        #[fusion(meta = |param, _grad, _m, _v, _lr, _betas, _update| {
+            (param.clone(), param.clone(), param.clone())
+        })]
         fn adam_step(
             param: FloatTensor<Self>,
             grad: FloatTensor<Self>,
@@ -243,6 +261,97 @@ mod flex {
             update: AdamUpdate,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
+
+    pub(super) fn sgd<const D: usize>(
+        o: &FusedSgd,
+        lr: f32,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        velocity: Option<Tensor<D>>,
+    ) -> (Tensor<D>, Tensor<D>) {
+        let first = velocity.is_none();
+        let velocity = velocity.unwrap_or_else(|| grad.clone());
+        let (p, v) = <burn::backend::Dispatch as OptimizerOps>::sgd_step(
+            param.into_dispatch(),
+            grad.into_dispatch(),
+            velocity.into_dispatch(),
+            first,
+            lr,
+            o.momentum,
+            o.weight_decay,
+            o.nesterov,
+        );
+        (Tensor::from_dispatch(p), Tensor::from_dispatch(v))
+    }
+
+    pub(super) fn adam<const D: usize>(
+        o: &FusedAdam,
+        lr: f64,
+        time: usize,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        moments: Option<burn::optim::AdaptiveMomentumState<D>>,
+    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+        // As Burn: the first step starts from zero moments.
+        let (m, v) = match moments {
+            Some(s) => (s.moment_1, s.moment_2),
+            None => (grad.zeros_like(), grad.zeros_like()),
+        };
+        let t = time as i32;
+        let (param, grad, m, v) = (
+            param.into_dispatch(),
+            grad.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+        );
+        let corrections = [1.0 - o.beta_1.powi(t), 1.0 - o.beta_2.powi(t)];
+        let update = if o.decoupled {
+            // Burn's AdamW divides the moments by their corrections.
+            AdamUpdate::Decoupled {
+                decay: (1.0 - lr * o.weight_decay as f64) as f32,
+                corrections,
+                eps: o.epsilon,
+            }
+        } else {
+            // Burn's Adam folds them into one factor, and scales ε.
+            let bias_2 = corrections[1].sqrt();
+            AdamUpdate::L2 {
+                weight_decay: o.weight_decay,
+                correction: bias_2 / corrections[0],
+                eps: o.epsilon * bias_2,
+            }
+        };
+        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adam_step(
+            param,
+            grad,
+            m,
+            v,
+            lr as f32,
+            [o.beta_1, o.beta_2],
+            update,
+        );
+        (
+            Tensor::from_dispatch(p),
+            Tensor::from_dispatch(m),
+            Tensor::from_dispatch(v),
+        )
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The kernels on flex: each step one pass over the parameter, on all threads.
+
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::{Flex, TensorMetadata};
+    use rayon::prelude::*;
+    use strata_tensor::flex::{contiguous, into_values, tensor, values};
+    use strata_tensor::simd::{Vectorized, vectorized};
+
+    use super::ops::{AdamUpdate, OptimizerOps};
+
+    /// Numbers per task: large parameters are split over the threads.
+    const CHUNK: usize = 1 << 15;
 
     /// Checks that an optimizer state read back (from a checkpoint) fits its parameter.
     fn check_state(state: &[f32], param: &[f32]) {
@@ -428,80 +537,256 @@ mod flex {
             }
         }
     }
+}
 
-    pub(super) fn sgd<const D: usize>(
-        o: &FusedSgd,
+#[cfg(feature = "cube")]
+mod cube {
+    //! The kernels on CubeCL's runtimes: each step one launch, one thread per number, where
+    //! Burn's optimizers launch a kernel per tensor operation (about a dozen per parameter for
+    //! Adam).
+
+    use burn::backend::cubecl::dtype_to_storage_type;
+    use burn_cubecl::CubeBackend;
+    use burn_cubecl::kernel::into_contiguous;
+    use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::prelude::*;
+    use cubecl::{CubeDim, calculate_cube_count_elemwise};
+
+    use super::ops::{AdamUpdate, OptimizerOps};
+
+    /// SGD's scalars.
+    #[derive(CubeLaunch, CubeType)]
+    struct SgdArgs {
         lr: f32,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        velocity: Option<Tensor<D>>,
-    ) -> (Tensor<D>, Tensor<D>) {
-        let first = velocity.is_none();
-        let velocity = velocity.unwrap_or_else(|| grad.clone());
-        let (p, v) = <burn::backend::Dispatch as OptimizerOps>::sgd_step(
-            param.into_dispatch(),
-            grad.into_dispatch(),
-            velocity.into_dispatch(),
-            first,
-            lr,
-            o.momentum,
-            o.weight_decay,
-            o.nesterov,
-        );
-        (Tensor::from_dispatch(p), Tensor::from_dispatch(v))
+        momentum: f32,
+        weight_decay: f32,
     }
 
-    pub(super) fn adam<const D: usize>(
-        o: &FusedAdam,
-        lr: f64,
-        time: usize,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        moments: Option<burn::optim::AdaptiveMomentumState<D>>,
-    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
-        // As Burn: the first step starts from zero moments.
-        let (m, v) = match moments {
-            Some(s) => (s.moment_1, s.moment_2),
-            None => (grad.zeros_like(), grad.zeros_like()),
-        };
-        let t = time as i32;
-        let (param, grad, m, v) = (
-            param.into_dispatch(),
-            grad.into_dispatch(),
-            m.into_dispatch(),
-            v.into_dispatch(),
-        );
-        let corrections = [1.0 - o.beta_1.powi(t), 1.0 - o.beta_2.powi(t)];
-        let update = if o.decoupled {
-            // Burn's AdamW divides the moments by their corrections.
-            AdamUpdate::Decoupled {
-                decay: (1.0 - lr * o.weight_decay as f64) as f32,
-                corrections,
-                eps: o.epsilon,
+    /// One SGD step per number, in Burn's order of operations (see [`super::flex`]'s).
+    #[cube(launch, address_type = "dynamic")]
+    fn sgd_kernel<F: Float>(
+        p: &Tensor<F>,
+        g: &Tensor<F>,
+        v: &Tensor<F>,
+        p_out: &mut Tensor<F>,
+        v_out: &mut Tensor<F>,
+        args: SgdArgs,
+        #[comptime] first: bool,
+        #[comptime] decay: bool,
+        #[comptime] nesterov: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= p_out.len() {
+            terminate!();
+        }
+        let mut grad = g[i];
+        if decay {
+            grad = p[i] * F::cast_from(args.weight_decay) + grad;
+        }
+        let mut velocity = grad;
+        if !first {
+            velocity = grad + v[i] * F::cast_from(args.momentum);
+        }
+        let mut step = velocity;
+        if nesterov {
+            step = velocity * F::cast_from(args.momentum) + grad;
+        }
+        p_out[i] = p[i] - step * F::cast_from(args.lr);
+        v_out[i] = velocity;
+    }
+
+    /// Adam's scalars (see [`AdamUpdate`]; `f1`, `f2` are `1 − β₁`, `1 − β₂`).
+    #[derive(CubeLaunch, CubeType)]
+    struct AdamArgs {
+        lr: f32,
+        b1: f32,
+        b2: f32,
+        f1: f32,
+        f2: f32,
+        weight_decay: f32,
+        correction: f32,
+        eps: f32,
+        decay: f32,
+        c1: f32,
+        c2: f32,
+    }
+
+    /// One Adam (or, `decoupled`, AdamW) step per number, in Burn's order of operations.
+    #[cube(launch, address_type = "dynamic")]
+    fn adam_kernel<F: Float>(
+        p: &Tensor<F>,
+        g: &Tensor<F>,
+        m: &Tensor<F>,
+        v: &Tensor<F>,
+        p_out: &mut Tensor<F>,
+        m_out: &mut Tensor<F>,
+        v_out: &mut Tensor<F>,
+        args: AdamArgs,
+        #[comptime] decoupled: bool,
+        #[comptime] decay: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= p_out.len() {
+            terminate!();
+        }
+        let mut grad = g[i];
+        if !decoupled && decay {
+            grad = p[i] * F::cast_from(args.weight_decay) + grad;
+        }
+        let m1 = m[i] * F::cast_from(args.b1) + grad * F::cast_from(args.f1);
+        let m2 = v[i] * F::cast_from(args.b2) + grad * grad * F::cast_from(args.f2);
+        let eps = F::cast_from(args.eps);
+        let lr = F::cast_from(args.lr);
+        if decoupled {
+            let step = (m1 / F::cast_from(args.c1)) / (F::sqrt(m2 / F::cast_from(args.c2)) + eps);
+            let mut decayed = p[i];
+            if decay {
+                decayed = p[i] * F::cast_from(args.decay);
             }
+            p_out[i] = decayed - step * lr;
         } else {
-            // Burn's Adam folds them into one factor, and scales ε.
-            let bias_2 = corrections[1].sqrt();
-            AdamUpdate::L2 {
-                weight_decay: o.weight_decay,
-                correction: bias_2 / corrections[0],
-                eps: o.epsilon * bias_2,
-            }
-        };
-        let (p, m, v) = <burn::backend::Dispatch as OptimizerOps>::adam_step(
-            param,
-            grad,
-            m,
-            v,
-            lr as f32,
-            [o.beta_1, o.beta_2],
-            update,
+            p_out[i] = p[i] - m1 * F::cast_from(args.correction) / (F::sqrt(m2) + eps) * lr;
+        }
+        m_out[i] = m1;
+        v_out[i] = m2;
+    }
+
+    /// `tensors` contiguous, each as many numbers as the first (a state read from a checkpoint
+    /// for another model is refused), and `outputs` new tensors of the first one's shape.
+    fn prepare<const N: usize, const O: usize>(
+        tensors: [CubeTensor; N],
+    ) -> ([CubeTensor; N], [CubeTensor; O]) {
+        let tensors = tensors.map(into_contiguous);
+        let (shape, n) = (
+            tensors[0].meta.shape().clone(),
+            tensors[0].meta.num_elements(),
         );
-        (
-            Tensor::from_dispatch(p),
-            Tensor::from_dispatch(m),
-            Tensor::from_dispatch(v),
-        )
+        for t in &tensors[1..] {
+            assert_eq!(
+                t.meta.num_elements(),
+                n,
+                "an optimizer state of {} numbers for a parameter of {n}: the checkpoint was \
+                 written for another model",
+                t.meta.num_elements()
+            );
+        }
+        let first = &tensors[0];
+        let outputs = std::array::from_fn(|_| {
+            empty_device_contiguous_dtype(
+                first.client.clone(),
+                first.device.clone(),
+                shape.clone(),
+                first.dtype,
+            )
+        });
+        (tensors, outputs)
+    }
+
+    /// The launch settings for one thread per number of `t`: cube count, cube size, address
+    /// type.
+    fn grid(t: &CubeTensor) -> (CubeCount, CubeDim, AddressType) {
+        let n = t.meta.num_elements();
+        let dim = CubeDim::new(&t.client, n);
+        let count = calculate_cube_count_elemwise(&t.client, n, dim);
+        (count, dim, t.required_address_type())
+    }
+
+    impl OptimizerOps for CubeBackend {
+        fn sgd_step(
+            param: CubeTensor,
+            grad: CubeTensor,
+            velocity: CubeTensor,
+            first: bool,
+            lr: f32,
+            momentum: f32,
+            weight_decay: f32,
+            nesterov: bool,
+        ) -> (CubeTensor, CubeTensor) {
+            let ([p, g, v], [p_out, v_out]) = prepare([param, grad, velocity]);
+            let (count, dim, address) = grid(&p);
+            let (client, storage) = (p.client.clone(), dtype_to_storage_type(p.dtype));
+            sgd_kernel::launch(
+                &client,
+                count,
+                dim,
+                address,
+                p.into_tensor_arg(),
+                g.into_tensor_arg(),
+                v.into_tensor_arg(),
+                p_out.clone().into_tensor_arg(),
+                v_out.clone().into_tensor_arg(),
+                SgdArgsLaunch::new(lr, momentum, weight_decay),
+                first,
+                weight_decay > 0.0,
+                nesterov,
+                storage,
+            );
+            (p_out, v_out)
+        }
+
+        fn adam_step(
+            param: CubeTensor,
+            grad: CubeTensor,
+            moment_1: CubeTensor,
+            moment_2: CubeTensor,
+            lr: f32,
+            [b1, b2]: [f32; 2],
+            update: AdamUpdate,
+        ) -> (CubeTensor, CubeTensor, CubeTensor) {
+            let ([p, g, m, v], [p_out, m_out, v_out]) = prepare([param, grad, moment_1, moment_2]);
+            let (count, dim, address) = grid(&p);
+            let (client, storage) = (p.client.clone(), dtype_to_storage_type(p.dtype));
+            let (decoupled, decay, args) = match update {
+                AdamUpdate::L2 {
+                    weight_decay,
+                    correction,
+                    eps,
+                } => (
+                    false,
+                    weight_decay > 0.0,
+                    [weight_decay, correction, eps, 1.0, 1.0, 1.0],
+                ),
+                AdamUpdate::Decoupled {
+                    decay,
+                    corrections: [c1, c2],
+                    eps,
+                } => (true, decay != 1.0, [0.0, 1.0, eps, decay, c1, c2]),
+            };
+            let [weight_decay, correction, eps, decay_factor, c1, c2] = args;
+            adam_kernel::launch(
+                &client,
+                count,
+                dim,
+                address,
+                p.into_tensor_arg(),
+                g.into_tensor_arg(),
+                m.into_tensor_arg(),
+                v.into_tensor_arg(),
+                p_out.clone().into_tensor_arg(),
+                m_out.clone().into_tensor_arg(),
+                v_out.clone().into_tensor_arg(),
+                AdamArgsLaunch::new(
+                    lr,
+                    b1,
+                    b2,
+                    1.0 - b1,
+                    1.0 - b2,
+                    weight_decay,
+                    correction,
+                    eps,
+                    decay_factor,
+                    c1,
+                    c2,
+                ),
+                decoupled,
+                decay,
+                storage,
+            );
+            (p_out, m_out, v_out)
+        }
     }
 }
 
@@ -647,5 +932,95 @@ mod tests {
             &ours.velocity.reshape([4]),
             "velocity",
         );
+    }
+}
+
+#[cfg(all(test, feature = "cube"))]
+mod cube_tests {
+    use super::*;
+    use burn::optim::SgdConfig;
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::tensor::Distribution;
+    use strata_tensor::BackendKind;
+
+    /// The first CubeCL device compiled in that opens here.
+    fn cube_device() -> Device {
+        BackendKind::compiled()
+            .into_iter()
+            .filter_map(|kind| kind.device(None).ok())
+            .find(strata_tensor::is_cubecl)
+            .expect("no CubeCL device could be opened")
+    }
+
+    /// Runs `ours` (our kernel) and `burns` side by side for 4 steps, on a parameter large
+    /// enough for many cubes and on a small one, and checks that the parameters agree to
+    /// within rounding (the device's division and square root need not be correctly rounded,
+    /// and its compiler may fuse a multiply and an add).
+    fn agree<A: Optimizer, B: Optimizer>(ours: &A, burns: &B, lr: f64) {
+        let device = cube_device();
+        strata_tensor::seed(&device, 5);
+        for n in [70_000, 37] {
+            let p = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+            assert!(ops::extended(&p), "the kernel is not used on {device:?}");
+            let (mut pa, mut pb) = (p.clone(), p);
+            let (mut sa, mut sb) = (None, None);
+            for step in 0..4 {
+                let g = Tensor::random([n], Distribution::Normal(0.0, 0.1), &device);
+                (pa, sa) = ours.step(lr, pa, g.clone(), sa);
+                (pb, sb) = burns.step(lr, pb, g, sb);
+                let numbers = |t: &Tensor<1>| t.clone().into_data().try_to_vec::<f32>().unwrap();
+                let (a, b) = (numbers(&pa), numbers(&pb));
+                let diff = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    diff <= 1e-6 * 8.0,
+                    "step {step} of {n} numbers: differs by {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_sgd_kernel_gives_burns_numbers() {
+        for (nesterov, weight_decay, first_momentum) in [(false, 1e-4, 0.9), (true, 0.0, 0.8)] {
+            let ours = FusedSgd {
+                momentum: first_momentum,
+                nesterov,
+                weight_decay,
+            };
+            let burns = SgdConfig::new()
+                .with_weight_decay(
+                    (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay)),
+                )
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(first_momentum as f64)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov),
+                ))
+                .build();
+            agree(&ours, &burns, 0.05);
+        }
+    }
+
+    #[test]
+    fn the_adam_kernel_gives_burns_numbers() {
+        for (decoupled, weight_decay) in [(false, 0.0), (false, 0.01), (true, 0.0), (true, 0.1)] {
+            let ours = FusedAdam {
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-8,
+                weight_decay,
+                decoupled,
+            };
+            if decoupled {
+                agree(&ours, &ours.adamw(), 1e-3);
+            } else {
+                agree(&ours, &ours.adam(), 1e-3);
+            }
+        }
     }
 }
