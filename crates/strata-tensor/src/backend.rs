@@ -289,18 +289,13 @@ pub fn select_device(
 /// Whether `device` (with or without autodiff) is one of CubeCL's GPU runtimes, `cuda` or
 /// `wgpu` (Burn runs them, and CubeCL's CPU runtime `cpu`, as one backend).
 pub fn is_cubecl_gpu(device: &Device) -> bool {
+    let device = device.clone().inner();
     #[cfg(feature = "cpu")]
-    if device.clone().inner() == Device::cpu() {
+    if device == Device::cpu() {
         return false;
     }
-    is_cubecl(device)
-}
-
-/// Whether `device` (with or without autodiff) is one of CubeCL's runtimes, `cuda`, `wgpu` or
-/// `cpu`.
-pub fn is_cubecl(device: &Device) -> bool {
     #[cfg(any(feature = "cuda", feature = "wgpu", feature = "cpu"))]
-    if let burn::backend::DispatchDevice::Cube(_) = device.clone().inner().as_dispatch() {
+    if let burn::backend::DispatchDevice::Cube(_) = device.as_dispatch() {
         return true;
     }
     let _ = device;

@@ -28,9 +28,7 @@ pub mod parity;
 pub mod simd;
 pub mod weights;
 
-pub use backend::{
-    BackendError, BackendKind, first_compiled_device, is_cubecl, is_cubecl_gpu, select_device,
-};
+pub use backend::{BackendError, BackendKind, first_compiled_device, is_cubecl_gpu, select_device};
 
 /// Seeds the backend's random number generator (parameter initialisation, dropout, random
 /// tensors). Data order is seeded separately, by the data loader.

@@ -6,7 +6,7 @@
 //! resumes with the other. Burn's take 5 to 15 passes over memory per parameter, each a tensor
 //! operation on one thread (on a GPU, a kernel launch each). On flex, ours read the parameter,
 //! its gradient and its state once, and write the new parameter and state in place, on all
-//! threads; on CubeCL's runtimes each step is one kernel. On other backends they run Burn's
+//! threads; on CubeCL's GPU runtimes each step is one kernel. On other backends they run Burn's
 //! tensor operations.
 
 use burn::optim::{
@@ -183,7 +183,7 @@ impl Optimizer for FusedAdam {
 #[cfg(any(feature = "flex", feature = "cube"))]
 mod ops {
     //! The fused steps as a Burn backend extension (no autodiff: optimizers step inner tensors),
-    //! its kernels on flex ([`super::flex`]) and on CubeCL's runtimes ([`super::cube`]).
+    //! its kernels on flex (`flex`) and on CubeCL's GPU runtimes (`cube`).
 
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Backend, backend_extension};
@@ -191,14 +191,14 @@ mod ops {
 
     use super::{FusedAdam, FusedSgd};
 
-    /// Whether `x` is on a backend with the kernels (flex in f32, a CubeCL runtime).
+    /// Whether `x` is on a backend with the kernels (flex in f32, a CubeCL GPU runtime).
     pub(super) fn extended<const D: usize>(x: &Tensor<D>) -> bool {
         #[cfg(feature = "flex")]
         if strata_tensor::flex::available(x) {
             return true;
         }
         #[cfg(feature = "cube")]
-        if strata_tensor::is_cubecl(&x.device()) {
+        if strata_tensor::is_cubecl_gpu(&x.device()) {
             return true;
         }
         let _ = x;
@@ -541,7 +541,7 @@ mod flex {
 
 #[cfg(feature = "cube")]
 mod cube {
-    //! The kernels on CubeCL's runtimes: each step one launch, one thread per number, where
+    //! The kernels on CubeCL's GPU runtimes: each step one launch, one thread per number, where
     //! Burn's optimizers launch a kernel per tensor operation (about a dozen per parameter for
     //! Adam).
 
@@ -563,7 +563,7 @@ mod cube {
         weight_decay: f32,
     }
 
-    /// One SGD step per number, in Burn's order of operations (see [`super::flex`]'s).
+    /// One SGD step per number, in Burn's order of operations (as on flex).
     #[cube(launch, address_type = "dynamic")]
     fn sgd_kernel<F: Float>(
         p: &Tensor<F>,
@@ -949,8 +949,8 @@ mod cube_tests {
         BackendKind::compiled()
             .into_iter()
             .filter_map(|kind| kind.device(None).ok())
-            .find(strata_tensor::is_cubecl)
-            .expect("no CubeCL device could be opened")
+            .find(strata_tensor::is_cubecl_gpu)
+            .expect("no CubeCL GPU device could be opened")
     }
 
     /// Runs `ours` (our kernel) and `burns` side by side for 4 steps, on a parameter large

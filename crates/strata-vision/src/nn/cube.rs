@@ -1,5 +1,5 @@
 //! The im2col matrix of [`im2col::conv2d`](super::im2col::conv2d) and its adjoint as CubeCL
-//! kernels, one launch each, for CubeCL's runtimes (`cuda`, `wgpu`, `cpu`).
+//! kernels, one launch each, for CubeCL's GPU runtimes (`cuda`, `wgpu`).
 //!
 //! Written with Burn's tensor operations, the matrix is a pad, one strided slice per kernel tap
 //! and a stack, and its adjoint in the backward pass a zero tensor, one slice assignment and
@@ -350,7 +350,7 @@ mod tests {
         BackendKind::compiled()
             .into_iter()
             .filter_map(|kind| kind.device(None).ok())
-            .filter(strata_tensor::is_cubecl)
+            .filter(strata_tensor::is_cubecl_gpu)
             .collect()
     }
 
@@ -365,7 +365,7 @@ mod tests {
         let g = Geometry::new([4, 3, 9, 8], [5, 3, 3, 2], &options).unwrap();
         let pieces = 2;
         let devices = cube_devices();
-        assert!(!devices.is_empty(), "no CubeCL device could be opened");
+        assert!(!devices.is_empty(), "no CubeCL GPU device could be opened");
         for device in devices {
             let device = device.autodiff();
             let x: Tensor<4> =

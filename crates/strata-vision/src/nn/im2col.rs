@@ -13,7 +13,7 @@
 //!
 //! - forward: the batch cut into `pieces` runs of images (see [`pieces`]), and for each
 //!   `cols = im2col(x)` `[in · kh · kw, images · oh · ow]` ([`columns`]: one kernel of ours on
-//!   CubeCL's runtimes, elsewhere each tap one strided slice of the padded input, channels
+//!   CubeCL's GPU runtimes, elsewhere each tap one strided slice of the padded input, channels
 //!   first), then `y = W · cols`: one batched product, per group;
 //! - backward (Burn's autodiff of the same operations): `dW = Σ dY · colsᵀ`, the pieces' products
 //!   summed (the weight is broadcast over them), and `dx = col2im(Wᵀ · dY)`, where col2im adds
@@ -138,11 +138,11 @@ fn columns_conv(
 
 /// The im2col matrix of `x` for the convolution `g`, cut into `pieces` runs of images:
 /// `[pieces, in · kh · kw, images · oh · ow]`, rows channel-major then tap, columns image-major
-/// (on CubeCL's runtimes one kernel of `nn::cube`, which needs the `cube` feature; elsewhere
+/// (on CubeCL's GPU runtimes one kernel of `nn::cube`, which needs the `cube` feature; elsewhere
 /// [`sliced_columns`]).
 pub fn columns(x: Tensor<4>, g: &Geometry, options: &ConvOptions<2>, pieces: usize) -> Tensor<3> {
     #[cfg(feature = "cube")]
-    if strata_tensor::is_cubecl(&x.device()) {
+    if strata_tensor::is_cubecl_gpu(&x.device()) {
         return super::cube::im2col(x, g, pieces);
     }
     sliced_columns(x, g, options, pieces)
