@@ -207,13 +207,13 @@ mod kernels {
             // Output row oy with oy · sh + i · dh = y + ph, if there is one.
             let ty = y + win.pad_h;
             let shift_y = i * win.dil_h;
-            if ty >= shift_y && (ty - shift_y) % win.stride_h == 0 {
+            if ty >= shift_y && (ty - shift_y).is_multiple_of(win.stride_h) {
                 let oy = (ty - shift_y) / win.stride_h;
                 if oy < win.oh {
                     for j in 0..win.kw {
                         let tx = xx + win.pad_w;
                         let shift_x = j * win.dil_w;
-                        if tx >= shift_x && (tx - shift_x) % win.stride_w == 0 {
+                        if tx >= shift_x && (tx - shift_x).is_multiple_of(win.stride_w) {
                             let ox = (tx - shift_x) / win.stride_w;
                             if ox < win.ow {
                                 let row = c * taps + i * win.kw + j;
