@@ -26,7 +26,7 @@ use burn::prelude::*;
 use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 
-use kernels::{Gather, launch_gather};
+use kernels::launch_gather;
 
 use super::Geometry;
 
@@ -93,7 +93,7 @@ mod kernels {
     use cubecl::prelude::*;
     use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
-    use super::{Geometry, Shape};
+    use super::{Gather, Geometry};
 
     /// The sizes the kernels index with: the convolution's window and the matrix's blocks.
     #[derive(CubeLaunch, CubeType)]
@@ -229,15 +229,15 @@ mod kernels {
         dx[ABSOLUTE_POS] = sum;
     }
 
-    /// Launches `kernel` with one thread per element of a new contiguous tensor of `shape`, the
-    /// matrix or the input, reading `input`; returns that tensor.
+    /// Launches `kernel` with one thread per element of its output, a new contiguous tensor (the
+    /// matrix or the input), reading `input`; returns that tensor.
     pub(super) fn launch_gather(
         input: CubeTensor,
-        shape: Shape,
         g: &Geometry,
         pieces: usize,
         kernel: Gather,
     ) -> CubeTensor {
+        let shape = kernel.output_shape(g, pieces);
         let input = untile(input);
         let (client, device, dtype) = (input.client.clone(), input.device.clone(), input.dtype);
         let out = empty_device_contiguous_dtype(client.clone(), device, shape, dtype);
@@ -260,82 +260,92 @@ mod kernels {
         }
         out
     }
+}
 
-    /// Which of the two kernels [`launch_gather`] runs.
-    pub(super) enum Gather {
-        Im2col,
-        Col2im,
+/// The two directions: an input's im2col matrix, or a matrix summed back into an input.
+#[derive(Debug, Clone, Copy)]
+enum Gather {
+    Im2col,
+    Col2im,
+}
+
+impl Gather {
+    /// The other direction: its adjoint, and so its backward pass.
+    fn adjoint(self) -> Self {
+        match self {
+            Self::Im2col => Self::Col2im,
+            Self::Col2im => Self::Im2col,
+        }
+    }
+
+    fn output_shape(self, g: &Geometry, pieces: usize) -> Shape {
+        match self {
+            Self::Im2col => columns_shape(g, &pieces),
+            Self::Col2im => input_shape(g, &pieces),
+        }
+    }
+
+    /// This direction on backend `B`.
+    fn run<B: ColumnOps>(self, t: FloatTensor<B>, g: Geometry, pieces: usize) -> FloatTensor<B> {
+        match self {
+            Self::Im2col => B::im2col(t, g, pieces),
+            Self::Col2im => B::col2im(t, g, pieces),
+        }
     }
 }
 
 impl ColumnOps for CubeBackend {
     fn im2col(x: FloatTensor<Self>, g: Geometry, pieces: usize) -> FloatTensor<Self> {
-        launch_gather(x, columns_shape(&g, &pieces), &g, pieces, Gather::Im2col)
+        launch_gather(x, &g, pieces, Gather::Im2col)
     }
 
     fn col2im(columns: FloatTensor<Self>, g: Geometry, pieces: usize) -> FloatTensor<Self> {
-        let shape = input_shape(&g, &pieces);
-        launch_gather(columns, shape, &g, pieces, Gather::Col2im)
+        launch_gather(columns, &g, pieces, Gather::Col2im)
     }
 }
 
-/// The backward pass of [`ColumnOps::im2col`]: the adjoint, [`ColumnOps::col2im`].
+/// The backward pass of either direction: the other one.
 #[derive(Debug)]
-struct Im2colBackward;
+struct AdjointBackward(Gather);
 
-/// The backward pass of [`ColumnOps::col2im`]: the adjoint, [`ColumnOps::im2col`].
-#[derive(Debug)]
-struct Col2imBackward;
-
-impl<B: ColumnOps> Backward<B, 1> for Im2colBackward {
+impl<B: ColumnOps> Backward<B, 1> for AdjointBackward {
     type State = (Geometry, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let (g, pieces) = ops.state;
         if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::col2im(dy, g, pieces));
+            grads.register::<B>(node.id, self.0.adjoint().run::<B>(dy, g, pieces));
         }
     }
 }
 
-impl<B: ColumnOps> Backward<B, 1> for Col2imBackward {
-    type State = (Geometry, usize);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (g, pieces) = ops.state;
-        if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::im2col(dy, g, pieces));
-        }
+/// `gather` of `t` on `B`, recorded with its adjoint as backward pass.
+fn tracked<B: ColumnOps, C: CheckpointStrategy>(
+    t: FloatTensor<Autodiff<B, C>>,
+    g: Geometry,
+    pieces: usize,
+    gather: Gather,
+) -> FloatTensor<Autodiff<B, C>> {
+    let nodes = [t.node()];
+    let y = gather.run::<B>(t.into_primitive(), g, pieces);
+    match AdjointBackward(gather)
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((g, pieces), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
 impl<B: ColumnOps, C: CheckpointStrategy> ColumnOps for Autodiff<B, C> {
     fn im2col(x: FloatTensor<Self>, g: Geometry, pieces: usize) -> FloatTensor<Self> {
-        let nodes = [x.node()];
-        let y = B::im2col(x.into_primitive(), g, pieces);
-        match Im2colBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((g, pieces), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        tracked::<B, C>(x, g, pieces, Gather::Im2col)
     }
 
     fn col2im(columns: FloatTensor<Self>, g: Geometry, pieces: usize) -> FloatTensor<Self> {
-        let nodes = [columns.node()];
-        let y = B::col2im(columns.into_primitive(), g, pieces);
-        match Col2imBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((g, pieces), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        tracked::<B, C>(columns, g, pieces, Gather::Col2im)
     }
 }
 
