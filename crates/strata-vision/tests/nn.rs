@@ -623,3 +623,128 @@ fn convolution_relu_and_pooling_in_one_operation_equal_burns_three() {
         }
     }
 }
+
+/// `batch_norm` (with and without the ReLU after it) against Burn's `BatchNorm` followed by
+/// Burn's ReLU, on every compiled backend: in training, the output, the gradients of the input,
+/// γ and β, and the running statistics after two steps; in evaluation (no autodiff); and
+/// frozen on an autodiff device (running statistics, the input's gradient through them).
+/// Planes of 7×5, of 1×1 (a ResNet's last stage at small inputs, another `epsilon` and
+/// `momentum`), of 40×40 (many runs per channel across the plane) and a batch of 64 small
+/// planes (runs across the batch); the inputs' mean is far from zero.
+#[test]
+fn batch_norm_and_relu_equal_burns_on_every_backend() {
+    use burn::module::{Module, Param, RunningState};
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    use burn::tensor::activation::relu;
+    for kind in BackendKind::compiled() {
+        let Ok(plain) = kind.device(None) else {
+            continue;
+        };
+        let device = plain.clone().autodiff();
+        for dims in [[3, 4, 7, 5], [5, 6, 1, 1], [2, 3, 40, 40], [64, 2, 3, 3]] {
+            let c = dims[1];
+            let make = |device: &Device| {
+                let config = match dims[2] {
+                    1 => BatchNormConfig::new(c)
+                        .with_epsilon(1e-2)
+                        .with_momentum(0.3),
+                    _ => strata_vision::nn::batch_norm_config(c),
+                };
+                let mut n: BatchNorm = config.init(device);
+                n.gamma = Param::from_tensor(tensor([c], 21, device) * 0.5 + 1.0);
+                n.beta = Param::from_tensor(tensor([c], 22, device) * 0.5);
+                n
+            };
+            let burns = |n: &BatchNorm, x: Tensor<4>, with_relu: bool| {
+                let y = n.forward(x);
+                if with_relu { relu(y) } else { y }
+            };
+            let input = |seed, device: &Device| tensor(dims, seed, device) * 2.0 + 3.0;
+            for with_relu in [false, true] {
+                let what = format!("{kind} batch norm {dims:?} relu {with_relu}");
+                // Two layers with the same parameters and their own running statistics.
+                let (ours_norm, burn_norm) = (make(&device), make(&device));
+                for step in 0..2 {
+                    let x = input(31 + step, &device).require_grad();
+                    let ours = strata_vision::nn::batch_norm(&ours_norm, x.clone(), with_relu);
+                    let reference = burns(&burn_norm, x.clone(), with_relu);
+                    assert_close(
+                        &numbers(ours.clone().inner()),
+                        &numbers(reference.clone().inner()),
+                        &format!("{what}: output"),
+                    );
+                    let r = tensor(dims, 33 + step, &device);
+                    let g_ours = (ours * r.clone()).sum().backward();
+                    let g_ref = (reference * r).sum().backward();
+                    let pairs = [
+                        (
+                            "input",
+                            numbers(x.grad(&g_ours).unwrap()),
+                            numbers(x.grad(&g_ref).unwrap()),
+                        ),
+                        (
+                            "γ",
+                            numbers(ours_norm.gamma.grad(&g_ours).unwrap()),
+                            numbers(burn_norm.gamma.grad(&g_ref).unwrap()),
+                        ),
+                        (
+                            "β",
+                            numbers(ours_norm.beta.grad(&g_ours).unwrap()),
+                            numbers(burn_norm.beta.grad(&g_ref).unwrap()),
+                        ),
+                    ];
+                    for (name, a, b) in pairs {
+                        assert_close(&a, &b, &format!("{what}: {name} gradient, step {step}"));
+                    }
+                }
+                let running = |n: &BatchNorm| {
+                    let mean = numbers(n.running_mean.value().inner());
+                    [mean, numbers(n.running_var.value().inner())].concat()
+                };
+                assert_close(
+                    &running(&ours_norm),
+                    &running(&burn_norm),
+                    &format!("{what}: running statistics"),
+                );
+
+                // Evaluation: the running statistics of the trained layer, no autodiff.
+                let mut eval = make(&plain);
+                eval.running_mean = RunningState::new(burn_norm.running_mean.value().inner());
+                eval.running_var = RunningState::new(burn_norm.running_var.value().inner());
+                let x = input(35, &plain);
+                assert_close(
+                    &numbers(strata_vision::nn::batch_norm(&eval, x.clone(), with_relu)),
+                    &numbers(burns(&eval, x, with_relu)),
+                    &format!("{what}: evaluation"),
+                );
+
+                // Frozen on the training device: the running statistics, which stay as they are.
+                let frozen = burn_norm.clone().freeze();
+                let before = running(&frozen);
+                let x = input(36, &device).require_grad();
+                let ours = strata_vision::nn::batch_norm(&frozen, x.clone(), with_relu);
+                let reference = burns(&frozen, x.clone(), with_relu);
+                assert_close(
+                    &numbers(ours.clone().inner()),
+                    &numbers(reference.clone().inner()),
+                    &format!("{what}: frozen output"),
+                );
+                assert_eq!(
+                    running(&frozen),
+                    before,
+                    "{what}: frozen running statistics"
+                );
+                let r = tensor(dims, 37, &device);
+                let (g_ours, g_ref) = (
+                    (ours * r.clone()).sum().backward(),
+                    (reference * r).sum().backward(),
+                );
+                assert_close(
+                    &numbers(x.grad(&g_ours).unwrap()),
+                    &numbers(x.grad(&g_ref).unwrap()),
+                    &format!("{what}: frozen input gradient"),
+                );
+            }
+        }
+    }
+}

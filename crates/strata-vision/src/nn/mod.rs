@@ -11,8 +11,8 @@
 //!
 //! On the other backends, and for configurations the kernels do not cover, each falls back to
 //! Burn's own operation (the functions say where), except the convolution on CubeCL's GPUs,
-//! which is [`im2col`] and a matrix product there. [`flex`] holds the kernels on flex, `cube` the
-//! im2col matrix and its adjoint on CubeCL's GPU runtimes.
+//! which is [`im2col`] and a matrix product there. [`flex`] holds the kernels on flex; `cube` (with
+//! the `cube` feature) the im2col matrix, its adjoint and BatchNorm on CubeCL's GPU runtimes.
 
 pub mod batch_norm;
 pub mod conv;

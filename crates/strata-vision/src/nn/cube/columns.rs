@@ -1,5 +1,5 @@
-//! The im2col matrix of [`im2col::conv2d`](super::im2col::conv2d) and its adjoint as CubeCL
-//! kernels, one launch each, for CubeCL's GPU runtimes (`cuda`, `wgpu`).
+//! The im2col matrix of [`im2col::conv2d`](crate::nn::im2col::conv2d) and its adjoint as CubeCL
+//! kernels, one launch each.
 //!
 //! Written with Burn's tensor operations, the matrix is a pad, one strided slice per kernel tap
 //! and a stack, and its adjoint in the backward pass a zero tensor, one slice assignment and
@@ -12,9 +12,7 @@
 //! - [`ColumnOps::col2im`]: one thread per element of the input, summing every entry of the
 //!   matrix that read it, so taps that overlap never race and no atomics are needed.
 //!
-//! Each is the other's backward pass (the two are adjoint linear maps), registered through
-//! `#[backend_extension]` with an `Autodiff` implementation of our own; with the `fusion`
-//! feature they run as opaque operations of Burn's fusion graph.
+//! Each is the other's backward pass (the two are adjoint linear maps).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -28,7 +26,7 @@ use burn_cubecl::CubeBackend;
 
 use kernels::launch_gather;
 
-use super::Geometry;
+use crate::nn::Geometry;
 
 /// The im2col matrix and its adjoint, each one kernel (see the module's documentation).
 ///
@@ -88,11 +86,10 @@ pub fn col2im(columns: Tensor<3>, g: &Geometry, pieces: usize) -> Tensor<4> {
 mod kernels {
     use burn::backend::cubecl::dtype_to_storage_type;
     use burn_cubecl::kernel::untile;
-    use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::prelude::*;
-    use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
+    use super::super::{empty, grid};
     use super::{Gather, Geometry};
 
     /// The sizes the kernels index with: the convolution's window and the matrix's blocks.
@@ -239,11 +236,9 @@ mod kernels {
     ) -> CubeTensor {
         let shape = kernel.output_shape(g, pieces);
         let input = untile(input);
-        let (client, device, dtype) = (input.client.clone(), input.device.clone(), input.dtype);
-        let out = empty_device_contiguous_dtype(client.clone(), device, shape, dtype);
-        let n = out.meta.num_elements();
-        let cube_dim = CubeDim::new(&client, n);
-        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+        let (client, dtype) = (input.client.clone(), input.dtype);
+        let out = empty(&input, shape, dtype);
+        let (cube_count, cube_dim) = grid(&out, out.meta.num_elements());
         let address = input
             .required_address_type()
             .max(out.required_address_type());
@@ -353,16 +348,6 @@ impl<B: ColumnOps, C: CheckpointStrategy> ColumnOps for Autodiff<B, C> {
 mod tests {
     use super::*;
     use burn::tensor::ops::ConvOptions;
-    use strata_tensor::BackendKind;
-
-    /// The CubeCL devices compiled in that can be opened here.
-    fn cube_devices() -> Vec<Device> {
-        BackendKind::compiled()
-            .into_iter()
-            .filter_map(|kind| kind.device(None).ok())
-            .filter(strata_tensor::is_cubecl_gpu)
-            .collect()
-    }
 
     fn numbers<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -374,7 +359,7 @@ mod tests {
         let options = ConvOptions::new_with_padding([2, 1], [(1, 1), (2, 0)], [1, 2], 1);
         let g = Geometry::new([4, 3, 9, 8], [5, 3, 3, 2], &options).unwrap();
         let pieces = 2;
-        let devices = cube_devices();
+        let devices = super::super::devices();
         assert!(!devices.is_empty(), "no CubeCL GPU device could be opened");
         for device in devices {
             let device = device.autodiff();
@@ -394,7 +379,7 @@ mod tests {
             );
             // The gradient of <x, col2im(c)> with respect to c is im2col(x).
             let grads = (x.clone() * dx).sum().backward();
-            let expected = super::super::im2col::sliced_columns(x, &g, &options, pieces);
+            let expected = crate::nn::im2col::sliced_columns(x, &g, &options, pieces);
             let (got, expected) = (numbers(c.grad(&grads).unwrap()), numbers(expected.inner()));
             assert_eq!(got, expected);
         }

@@ -1,0 +1,710 @@
+//! BatchNorm over the channels of images, and the ReLU after it, as CubeCL kernels (see
+//! [`crate::nn::batch_norm`](mod@crate::nn::batch_norm)).
+//!
+//! Burn's BatchNorm on these runtimes is its tensor operations: a channel-first copy and a mean
+//! for the batch mean, a subtraction, a square, another copy and mean for the variance, four
+//! broadcast operations to normalise, four more to update the running statistics, and a
+//! backward pass through all of them (a ReLU after it is one launch more each way). Here:
+//!
+//! - [`ChannelNormOps::batch_moments`], two launches: each channel's numbers are cut into
+//!   interleaved runs, one thread each, that sum their numbers minus the run's first one (so a
+//!   mean far from zero costs no digits); then one thread per channel merges its runs' counts,
+//!   means and squared deviations (Chan, Golub and LeVeque's pairwise update) into the mean
+//!   and biased variance, and updates the running statistics with them as Burn does;
+//! - [`ChannelNormOps::normalize`], one launch: `γ · (x − mean) / √(var + ε) + β`, clamped at
+//!   zero with the ReLU, one thread per number; in evaluation it is all there is;
+//! - its backward pass, three launches: runs again for `Σ g` and `Σ g · (x − mean)` per channel
+//!   (`g` the output's gradient, zero where the ReLU cut), one thread per channel to finish
+//!   `dβ` and `dγ`, then `dx` one thread per number.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extension};
+use burn::module::RunningState;
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn_cubecl::CubeBackend;
+
+/// BatchNorm's operations on channels (see the module's documentation). `x` is
+/// `[batch, channels, h, w]`; every other tensor is `[channels]`.
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"), Autodiff)]
+pub trait ChannelNormOps: Backend {
+    /// The mean and biased variance of each channel of `x`, and the running statistics updated
+    /// with them, `running · (1 − momentum) + batch · momentum`: `(mean, var, running_mean,
+    /// running_var)`. No gradient flows through them.
+    #[fusion(meta = |_x, running_mean, _running_var, _momentum| {
+        let s = running_mean.clone();
+        (s.clone(), s.clone(), s.clone(), s)
+    })]
+    fn batch_moments(
+        x: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
+        momentum: f32,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+
+    /// `gamma · (x − mean) / √(var + ε) + beta` per channel, then `max(·, 0)` with `norm.relu`.
+    /// With `norm.batch` the statistics are `x`'s own (from
+    /// [`batch_moments`](ChannelNormOps::batch_moments)), and the gradient flows through them.
+    #[fusion(dtype = x, shape = x)]
+    fn normalize(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        norm: Norm,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients of `x`, `gamma` and `beta` through [`normalize`](ChannelNormOps::normalize)
+    /// from its output's gradient `dy`; `y` is its output (read only with `norm.relu`).
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |x, _y, _dy, gamma, _mean, _var, _norm| {
+        (x.clone(), gamma.clone(), gamma.clone())
+    })]
+    fn normalize_backward(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// How [`ChannelNormOps::normalize`] normalises.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Norm {
+    /// Added to the variance before its square root.
+    pub epsilon: f32,
+    /// Clamp the output at zero (a ReLU).
+    pub relu: bool,
+    /// The mean and variance are the batch's own, so the gradient flows through them too.
+    pub batch: bool,
+}
+
+/// `norm.forward(x)`, then `max(·, 0)` with `relu`, for `x` on a CubeCL device: with the batch's
+/// statistics, updating the running ones, on an autodiff device when `norm` trains (as Burn's
+/// module), with the running statistics otherwise.
+pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let device = x.device();
+    let batch = device.is_autodiff() && norm.training.is_enabled();
+    let running = |r: &RunningState<Tensor<1>>| {
+        let value = if batch { r.value_sync() } else { r.value() };
+        value.to_device(&device).into_dispatch()
+    };
+    let (mean, var) = (running(&norm.running_mean), running(&norm.running_var));
+    let (mean, var) = if batch {
+        let (mean, var, running_mean, running_var) =
+            Dispatch::batch_moments(x.clone().into_dispatch(), mean, var, norm.momentum as f32);
+        norm.running_mean
+            .update(Tensor::from_dispatch(running_mean).detach());
+        norm.running_var
+            .update(Tensor::from_dispatch(running_var).detach());
+        (mean, var)
+    } else {
+        (mean, var)
+    };
+    let settings = Norm {
+        epsilon: norm.epsilon as f32,
+        relu,
+        batch,
+    };
+    Tensor::from_dispatch(Dispatch::normalize(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        norm.beta.val().into_dispatch(),
+        mean,
+        var,
+        settings,
+    ))
+}
+
+/// The kernels, in CubeCL.
+mod kernels {
+    use burn::backend::cubecl::dtype_to_storage_type;
+    use burn_cubecl::kernel::into_contiguous;
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::prelude::*;
+
+    use super::super::{empty, grid};
+    use super::Norm;
+
+    /// Where a channel's numbers lie in `[batch, channels, plane]`, and how they are cut into
+    /// runs: run `(rb, rs)` of a channel takes images `rb, rb + batch_runs, …` and in each the
+    /// positions `rs, rs + plane_runs, …`, so that neighbouring threads read neighbouring
+    /// numbers.
+    #[derive(CubeLaunch, CubeType)]
+    struct Layout {
+        batch: usize,
+        channels: usize,
+        /// `h · w`.
+        plane: usize,
+        batch_runs: usize,
+        plane_runs: usize,
+        /// `batch · plane` as a float: the count each channel's statistics are over.
+        count: f32,
+        epsilon: f32,
+        momentum: f32,
+    }
+
+    /// The layout of `x` `[batch, channels, h, w]`: runs of about 32 numbers or more, at most
+    /// 1,024 per channel, first across the plane (coalesced), then across the batch.
+    struct Runs {
+        batch: usize,
+        channels: usize,
+        plane: usize,
+        batch_runs: usize,
+        plane_runs: usize,
+    }
+
+    impl Runs {
+        fn of(x: &CubeTensor) -> Self {
+            let dims = x.meta.shape().clone();
+            let [batch, channels, h, w] = [dims[0], dims[1], dims[2], dims[3]];
+            let plane = h * w;
+            let runs = (batch * plane / 32).clamp(1, 1024);
+            let plane_runs = plane.min(runs).max(1);
+            Self {
+                batch,
+                channels,
+                plane,
+                batch_runs: (runs / plane_runs).clamp(1, batch.max(1)),
+                plane_runs,
+            }
+        }
+
+        /// Runs per channel.
+        fn per_channel(&self) -> usize {
+            self.batch_runs * self.plane_runs
+        }
+
+        fn launch(&self, epsilon: f32, momentum: f32) -> LayoutLaunch {
+            LayoutLaunch::new(
+                self.batch,
+                self.channels,
+                self.plane,
+                self.batch_runs,
+                self.plane_runs,
+                (self.batch * self.plane) as f32,
+                epsilon,
+                momentum,
+            )
+        }
+    }
+
+    /// Thread `(c, run)` (`ABSOLUTE_POS = c · runs + run`): the count, mean and sum of squared
+    /// deviations of the run's numbers of channel `c`, into `partial[ABSOLUTE_POS · 3 ..]`.
+    #[cube(launch, address_type = "dynamic")]
+    fn run_moments_kernel<F: Float>(
+        x: &Tensor<F>,
+        partial: &mut Tensor<F>,
+        l: Layout,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let runs = l.batch_runs * l.plane_runs;
+        if ABSOLUTE_POS >= l.channels * runs {
+            terminate!();
+        }
+        let c = ABSOLUTE_POS / runs;
+        let rb = (ABSOLUTE_POS % runs) / l.plane_runs;
+        let rs = ABSOLUTE_POS % l.plane_runs;
+        let shift = x[(rb * l.channels + c) * l.plane + rs];
+        let mut n = F::from_int(0);
+        let mut s1 = F::from_int(0);
+        let mut s2 = F::from_int(0);
+        let mut b = rb;
+        while b < l.batch {
+            let base = (b * l.channels + c) * l.plane;
+            let mut s = rs;
+            while s < l.plane {
+                let d = x[base + s] - shift;
+                n += F::from_int(1);
+                s1 += d;
+                s2 += d * d;
+                s += l.plane_runs;
+            }
+            b += l.batch_runs;
+        }
+        let o = ABSOLUTE_POS * 3;
+        partial[o] = n;
+        partial[o + 1] = shift + s1 / n;
+        partial[o + 2] = F::max(s2 - s1 * s1 / n, F::from_int(0));
+    }
+
+    /// Thread `c`: merges the runs of channel `c` into its mean and biased variance, and the
+    /// running statistics updated with them.
+    #[cube(launch, address_type = "dynamic")]
+    fn merge_moments_kernel<F: Float>(
+        partial: &Tensor<F>,
+        running_mean: &Tensor<F>,
+        running_var: &Tensor<F>,
+        mean: &mut Tensor<F>,
+        var: &mut Tensor<F>,
+        new_mean: &mut Tensor<F>,
+        new_var: &mut Tensor<F>,
+        l: Layout,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let c = ABSOLUTE_POS;
+        if c >= l.channels {
+            terminate!();
+        }
+        let runs = l.batch_runs * l.plane_runs;
+        let mut n = F::from_int(0);
+        let mut m = F::from_int(0);
+        let mut m2 = F::from_int(0);
+        for r in 0..runs {
+            let o = (c * runs + r) * 3;
+            let nb = partial[o];
+            let total = n + nb;
+            let delta = partial[o + 1] - m;
+            m += delta * nb / total;
+            m2 += partial[o + 2] + delta * delta * n * nb / total;
+            n = total;
+        }
+        let v = m2 / n;
+        let momentum = F::cast_from(l.momentum);
+        let keep = F::from_int(1) - momentum;
+        mean[c] = m;
+        var[c] = v;
+        new_mean[c] = running_mean[c] * keep + m * momentum;
+        new_var[c] = running_var[c] * keep + v * momentum;
+    }
+
+    /// One thread per number: `gamma · (x − mean) / √(var + ε) + beta`, at least 0 with `relu`.
+    #[cube(launch, address_type = "dynamic")]
+    fn normalize_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        mean: &Tensor<F>,
+        var: &Tensor<F>,
+        y: &mut Tensor<F>,
+        l: Layout,
+        #[comptime] relu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= y.len() {
+            terminate!();
+        }
+        let c = (i / l.plane) % l.channels;
+        let std = F::sqrt(var[c] + F::cast_from(l.epsilon));
+        let mut v = (x[i] - mean[c]) / std * gamma[c] + beta[c];
+        if relu {
+            v = F::max(v, F::from_int(0));
+        }
+        y[i] = v;
+    }
+
+    /// The output's gradient `dy`, zero where the ReLU (with `relu`) cut (`y ≤ 0`).
+    #[cube]
+    fn gated<F: Float>(dy: &Tensor<F>, y: &Tensor<F>, i: usize, #[comptime] relu: bool) -> F {
+        let mut g = dy[i];
+        if relu {
+            if y[i] <= F::from_int(0) {
+                g = F::from_int(0);
+            }
+        }
+        g
+    }
+
+    /// Thread `(c, run)`: `Σ g` and `Σ g · (x − mean)` over the run's numbers of channel `c`,
+    /// into `partial[ABSOLUTE_POS · 2 ..]`.
+    #[cube(launch, address_type = "dynamic")]
+    fn run_gradient_sums_kernel<F: Float>(
+        x: &Tensor<F>,
+        y: &Tensor<F>,
+        dy: &Tensor<F>,
+        mean: &Tensor<F>,
+        partial: &mut Tensor<F>,
+        l: Layout,
+        #[comptime] relu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let runs = l.batch_runs * l.plane_runs;
+        if ABSOLUTE_POS >= l.channels * runs {
+            terminate!();
+        }
+        let c = ABSOLUTE_POS / runs;
+        let rb = (ABSOLUTE_POS % runs) / l.plane_runs;
+        let rs = ABSOLUTE_POS % l.plane_runs;
+        let m = mean[c];
+        let mut sum = F::from_int(0);
+        let mut dot = F::from_int(0);
+        let mut b = rb;
+        while b < l.batch {
+            let base = (b * l.channels + c) * l.plane;
+            let mut s = rs;
+            while s < l.plane {
+                let g = gated(dy, y, base + s, relu);
+                sum += g;
+                dot += g * (x[base + s] - m);
+                s += l.plane_runs;
+            }
+            b += l.batch_runs;
+        }
+        partial[ABSOLUTE_POS * 2] = sum;
+        partial[ABSOLUTE_POS * 2 + 1] = dot;
+    }
+
+    /// Thread `c`: `dβ = Σ g` and `dγ = Σ g · (x − mean) / √(var + ε)` from the runs of
+    /// channel `c`.
+    #[cube(launch, address_type = "dynamic")]
+    fn merge_gradient_sums_kernel<F: Float>(
+        partial: &Tensor<F>,
+        var: &Tensor<F>,
+        dgamma: &mut Tensor<F>,
+        dbeta: &mut Tensor<F>,
+        l: Layout,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let c = ABSOLUTE_POS;
+        if c >= l.channels {
+            terminate!();
+        }
+        let runs = l.batch_runs * l.plane_runs;
+        let mut sum = F::from_int(0);
+        let mut dot = F::from_int(0);
+        for r in 0..runs {
+            sum += partial[(c * runs + r) * 2];
+            dot += partial[(c * runs + r) * 2 + 1];
+        }
+        dbeta[c] = sum;
+        dgamma[c] = dot / F::sqrt(var[c] + F::cast_from(l.epsilon));
+    }
+
+    /// One thread per number: `dx = γ · rstd · (g − dβ / n − x̂ · dγ / n)` with the batch's
+    /// statistics (`batch`), `γ · rstd · g` with constant ones; `x̂ = (x − mean) · rstd`.
+    #[cube(launch, address_type = "dynamic")]
+    fn input_gradient_kernel<F: Float>(
+        x: &Tensor<F>,
+        y: &Tensor<F>,
+        dy: &Tensor<F>,
+        gamma: &Tensor<F>,
+        mean: &Tensor<F>,
+        var: &Tensor<F>,
+        dgamma: &Tensor<F>,
+        dbeta: &Tensor<F>,
+        dx: &mut Tensor<F>,
+        l: Layout,
+        #[comptime] relu: bool,
+        #[comptime] batch: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= dx.len() {
+            terminate!();
+        }
+        let c = (i / l.plane) % l.channels;
+        let rstd = F::from_int(1) / F::sqrt(var[c] + F::cast_from(l.epsilon));
+        let mut g = gated(dy, y, i, relu);
+        if batch {
+            let n = F::cast_from(l.count);
+            g = g - dbeta[c] / n - (x[i] - mean[c]) * rstd * dgamma[c] / n;
+        }
+        dx[i] = gamma[c] * rstd * g;
+    }
+
+    /// `tensors` contiguous.
+    fn contiguous<const N: usize>(tensors: [CubeTensor; N]) -> [CubeTensor; N] {
+        tensors.map(into_contiguous)
+    }
+
+    pub(super) fn batch_moments(
+        x: CubeTensor,
+        running_mean: CubeTensor,
+        running_var: CubeTensor,
+        momentum: f32,
+    ) -> [CubeTensor; 4] {
+        let [x, running_mean, running_var] = contiguous([x, running_mean, running_var]);
+        let (runs, dtype) = (Runs::of(&x), x.dtype);
+        let storage = dtype_to_storage_type(dtype);
+        let address = x.required_address_type();
+        let threads = runs.channels * runs.per_channel();
+        let partial = empty(&x, [threads, 3], dtype);
+        let (count, dim) = grid(&x, threads);
+        run_moments_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            address,
+            x.clone().into_tensor_arg(),
+            partial.clone().into_tensor_arg(),
+            runs.launch(0.0, momentum),
+            storage,
+        );
+        let out: [CubeTensor; 4] = std::array::from_fn(|_| empty(&x, [runs.channels], dtype));
+        let (count, dim) = grid(&x, runs.channels);
+        merge_moments_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            address,
+            partial.into_tensor_arg(),
+            running_mean.into_tensor_arg(),
+            running_var.into_tensor_arg(),
+            out[0].clone().into_tensor_arg(),
+            out[1].clone().into_tensor_arg(),
+            out[2].clone().into_tensor_arg(),
+            out[3].clone().into_tensor_arg(),
+            runs.launch(0.0, momentum),
+            storage,
+        );
+        out
+    }
+
+    pub(super) fn normalize(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        mean: CubeTensor,
+        var: CubeTensor,
+        norm: Norm,
+    ) -> CubeTensor {
+        let [x, gamma, beta, mean, var] = contiguous([x, gamma, beta, mean, var]);
+        let runs = Runs::of(&x);
+        let y = empty(&x, x.meta.shape().clone(), x.dtype);
+        let (count, dim) = grid(&x, y.meta.num_elements());
+        normalize_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            x.required_address_type(),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            mean.into_tensor_arg(),
+            var.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            runs.launch(norm.epsilon, 0.0),
+            norm.relu,
+            dtype_to_storage_type(x.dtype),
+        );
+        y
+    }
+
+    pub(super) fn normalize_backward(
+        [x, y, dy, gamma, mean, var]: [CubeTensor; 6],
+        norm: Norm,
+    ) -> [CubeTensor; 3] {
+        let [x, y, dy, gamma, mean, var] = contiguous([x, y, dy, gamma, mean, var]);
+        let (runs, dtype) = (Runs::of(&x), x.dtype);
+        let (storage, address) = (dtype_to_storage_type(dtype), x.required_address_type());
+        let layout = || runs.launch(norm.epsilon, 0.0);
+        let threads = runs.channels * runs.per_channel();
+        let partial = empty(&x, [threads, 2], dtype);
+        let (count, dim) = grid(&x, threads);
+        run_gradient_sums_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            address,
+            x.clone().into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dy.clone().into_tensor_arg(),
+            mean.clone().into_tensor_arg(),
+            partial.clone().into_tensor_arg(),
+            layout(),
+            norm.relu,
+            storage,
+        );
+        let [dgamma, dbeta] = [(); 2].map(|_| empty(&x, [runs.channels], dtype));
+        let (count, dim) = grid(&x, runs.channels);
+        merge_gradient_sums_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            address,
+            partial.into_tensor_arg(),
+            var.clone().into_tensor_arg(),
+            dgamma.clone().into_tensor_arg(),
+            dbeta.clone().into_tensor_arg(),
+            layout(),
+            storage,
+        );
+        let dx = empty(&x, x.meta.shape().clone(), dtype);
+        let (count, dim) = grid(&x, dx.meta.num_elements());
+        input_gradient_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            address,
+            x.clone().into_tensor_arg(),
+            y.into_tensor_arg(),
+            dy.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            mean.into_tensor_arg(),
+            var.into_tensor_arg(),
+            dgamma.clone().into_tensor_arg(),
+            dbeta.clone().into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            layout(),
+            norm.relu,
+            norm.batch,
+            storage,
+        );
+        [dx, dgamma, dbeta]
+    }
+}
+
+impl ChannelNormOps for CubeBackend {
+    fn batch_moments(
+        x: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
+        momentum: f32,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let [mean, var, running_mean, running_var] =
+            kernels::batch_moments(x, running_mean, running_var, momentum);
+        (mean, var, running_mean, running_var)
+    }
+
+    fn normalize(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        norm: Norm,
+    ) -> FloatTensor<Self> {
+        kernels::normalize(x, gamma, beta, mean, var, norm)
+    }
+
+    fn normalize_backward(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [dx, dgamma, dbeta] = kernels::normalize_backward([x, y, dy, gamma, mean, var], norm);
+        (dx, dgamma, dbeta)
+    }
+}
+
+/// The backward pass of [`ChannelNormOps::normalize`]: its state is `[x, gamma, mean, var]`,
+/// the output when a ReLU followed, and the settings.
+#[derive(Debug)]
+struct NormalizeBackward;
+
+type State<B> = ([FloatTensor<B>; 4], Option<FloatTensor<B>>, Norm);
+
+impl<B: ChannelNormOps> Backward<B, 3> for NormalizeBackward {
+    type State = State<B>;
+
+    fn backward(self, ops: Ops<State<B>, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let ([x, gamma, mean, var], y, norm) = ops.state;
+        // Without a ReLU the output is not read; the input stands in for it.
+        let y = y.unwrap_or_else(|| x.clone());
+        let (dx, dgamma, dbeta) = B::normalize_backward(x, y, dy, gamma, mean, var, norm);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: ChannelNormOps, C: CheckpointStrategy> ChannelNormOps for Autodiff<B, C> {
+    fn batch_moments(
+        x: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
+        momentum: f32,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (mean, var, running_mean, running_var) = B::batch_moments(
+            x.into_primitive(),
+            running_mean.into_primitive(),
+            running_var.into_primitive(),
+            momentum,
+        );
+        (
+            Self::from_inner(mean),
+            Self::from_inner(var),
+            Self::from_inner(running_mean),
+            Self::from_inner(running_var),
+        )
+    }
+
+    fn normalize(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        norm: Norm,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma) = (x.into_primitive(), gamma.into_primitive());
+        let (mean, var) = (mean.into_primitive(), var.into_primitive());
+        let y = B::normalize(
+            x.clone(),
+            gamma.clone(),
+            beta.into_primitive(),
+            mean.clone(),
+            var.clone(),
+            norm,
+        );
+        match NormalizeBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = norm.relu.then(|| y.clone());
+                prep.finish(([x, gamma, mean, var], output, norm), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    /// Not differentiated itself (no second derivatives).
+    fn normalize_backward(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dgamma, dbeta) = B::normalize_backward(
+            x.into_primitive(),
+            y.into_primitive(),
+            dy.into_primitive(),
+            gamma.into_primitive(),
+            mean.into_primitive(),
+            var.into_primitive(),
+            norm,
+        );
+        (
+            Self::from_inner(dx),
+            Self::from_inner(dgamma),
+            Self::from_inner(dbeta),
+        )
+    }
+}
