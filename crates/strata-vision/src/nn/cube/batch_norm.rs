@@ -312,9 +312,7 @@ mod kernels {
     fn gated<F: Float>(dy: &Tensor<F>, y: &Tensor<F>, i: usize, #[comptime] relu: bool) -> F {
         let mut g = dy[i];
         if relu {
-            if y[i] <= F::from_int(0) {
-                g = F::from_int(0);
-            }
+            g = select(y[i] > F::from_int(0), g, F::from_int(0));
         }
         g
     }
