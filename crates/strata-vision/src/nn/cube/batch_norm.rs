@@ -202,13 +202,26 @@ mod kernels {
         }
     }
 
-    /// Thread `(c, run)` (`ABSOLUTE_POS = c · runs + run`): the count, mean and sum of squared
-    /// deviations of the run's numbers of channel `c`, into `partial[ABSOLUTE_POS · 3 ..]`.
+    /// Thread `(c, run)` (`ABSOLUTE_POS = c · runs + run`): sums over the run's numbers `x` of
+    /// channel `c`, with `d = x − shift`, into `partial[ABSOLUTE_POS · 3 ..]`: its count, then
+    ///
+    /// - for the moments (not `gradient`; `shift` is the run's first number, so that a mean far
+    ///   from zero costs no digits) the run's mean and sum of squared deviations, from `Σ d` and
+    ///   `Σ d²`;
+    /// - for the gradient (`shift` is the channel's mean `mean[c]`, `g` the output's gradient
+    ///   `dy`, zero where the ReLU cut) `Σ g` and `Σ g · d`.
+    ///
+    /// `y`, `dy` and `mean` are read for the gradient only.
     #[cube(launch, address_type = "dynamic")]
-    fn run_moments_kernel<F: Float>(
+    fn run_sums_kernel<F: Float>(
         x: &Tensor<F>,
+        y: &Tensor<F>,
+        dy: &Tensor<F>,
+        mean: &Tensor<F>,
         partial: &mut Tensor<F>,
         l: Layout,
+        #[comptime] gradient: bool,
+        #[comptime] relu: bool,
         #[define(F)] _dtype: ElemType,
     ) {
         let runs = l.batch_runs * l.plane_runs;
@@ -218,7 +231,10 @@ mod kernels {
         let c = ABSOLUTE_POS / runs;
         let rb = (ABSOLUTE_POS % runs) / l.plane_runs;
         let rs = ABSOLUTE_POS % l.plane_runs;
-        let shift = x[(rb * l.channels + c) * l.plane + rs];
+        let mut shift = x[(rb * l.channels + c) * l.plane + rs];
+        if gradient {
+            shift = mean[c];
+        }
         let mut n = F::from_int(0);
         let mut s1 = F::from_int(0);
         let mut s2 = F::from_int(0);
@@ -228,17 +244,26 @@ mod kernels {
             let mut s = rs;
             while s < l.plane {
                 let d = x[base + s] - shift;
+                let mut u = d;
+                if gradient {
+                    u = gated(dy, y, base + s, relu);
+                }
                 n += F::from_int(1);
-                s1 += d;
-                s2 += d * d;
+                s1 += u;
+                s2 += u * d;
                 s += l.plane_runs;
             }
             b += l.batch_runs;
         }
         let o = ABSOLUTE_POS * 3;
         partial[o] = n;
-        partial[o + 1] = shift + s1 / n;
-        partial[o + 2] = F::max(s2 - s1 * s1 / n, F::from_int(0));
+        if gradient {
+            partial[o + 1] = s1;
+            partial[o + 2] = s2;
+        } else {
+            partial[o + 1] = shift + s1 / n;
+            partial[o + 2] = F::max(s2 - s1 * s1 / n, F::from_int(0));
+        }
     }
 
     /// Thread `c`: merges the runs of channel `c` into its mean and biased variance, and the
@@ -298,13 +323,24 @@ mod kernels {
         if i >= y.len() {
             terminate!();
         }
-        let c = (i / l.plane) % l.channels;
-        let std = F::sqrt(var[c] + F::cast_from(l.epsilon));
-        let mut v = (x[i] - mean[c]) / std * gamma[c] + beta[c];
+        let c = channel(i, &l);
+        let mut v = (x[i] - mean[c]) * rstd(var, c, &l) * gamma[c] + beta[c];
         if relu {
             v = F::max(v, F::from_int(0));
         }
         y[i] = v;
+    }
+
+    /// The channel of number `i` of a contiguous `[batch, channels, h, w]` tensor.
+    #[cube]
+    fn channel(i: usize, l: &Layout) -> usize {
+        (i / l.plane) % l.channels
+    }
+
+    /// `1 / √(var[c] + ε)`.
+    #[cube]
+    fn rstd<F: Float>(var: &Tensor<F>, c: usize, l: &Layout) -> F {
+        F::from_int(1) / F::sqrt(var[c] + F::cast_from(l.epsilon))
     }
 
     /// The output's gradient `dy`, zero where the ReLU (with `relu`) cut (`y ≤ 0`).
@@ -315,45 +351,6 @@ mod kernels {
             g = select(y[i] > F::from_int(0), g, F::from_int(0));
         }
         g
-    }
-
-    /// Thread `(c, run)`: `Σ g` and `Σ g · (x − mean)` over the run's numbers of channel `c`,
-    /// into `partial[ABSOLUTE_POS · 2 ..]`.
-    #[cube(launch, address_type = "dynamic")]
-    fn run_gradient_sums_kernel<F: Float>(
-        x: &Tensor<F>,
-        y: &Tensor<F>,
-        dy: &Tensor<F>,
-        mean: &Tensor<F>,
-        partial: &mut Tensor<F>,
-        l: Layout,
-        #[comptime] relu: bool,
-        #[define(F)] _dtype: ElemType,
-    ) {
-        let runs = l.batch_runs * l.plane_runs;
-        if ABSOLUTE_POS >= l.channels * runs {
-            terminate!();
-        }
-        let c = ABSOLUTE_POS / runs;
-        let rb = (ABSOLUTE_POS % runs) / l.plane_runs;
-        let rs = ABSOLUTE_POS % l.plane_runs;
-        let m = mean[c];
-        let mut sum = F::from_int(0);
-        let mut dot = F::from_int(0);
-        let mut b = rb;
-        while b < l.batch {
-            let base = (b * l.channels + c) * l.plane;
-            let mut s = rs;
-            while s < l.plane {
-                let g = gated(dy, y, base + s, relu);
-                sum += g;
-                dot += g * (x[base + s] - m);
-                s += l.plane_runs;
-            }
-            b += l.batch_runs;
-        }
-        partial[ABSOLUTE_POS * 2] = sum;
-        partial[ABSOLUTE_POS * 2 + 1] = dot;
     }
 
     /// Thread `c`: `dβ = Σ g` and `dγ = Σ g · (x − mean) / √(var + ε)` from the runs of
@@ -375,11 +372,11 @@ mod kernels {
         let mut sum = F::from_int(0);
         let mut dot = F::from_int(0);
         for r in 0..runs {
-            sum += partial[(c * runs + r) * 2];
-            dot += partial[(c * runs + r) * 2 + 1];
+            sum += partial[(c * runs + r) * 3 + 1];
+            dot += partial[(c * runs + r) * 3 + 2];
         }
         dbeta[c] = sum;
-        dgamma[c] = dot / F::sqrt(var[c] + F::cast_from(l.epsilon));
+        dgamma[c] = dot * rstd(var, c, &l);
     }
 
     /// One thread per number: `dx = γ · rstd · (g − dβ / n − x̂ · dγ / n)` with the batch's
@@ -404,19 +401,48 @@ mod kernels {
         if i >= dx.len() {
             terminate!();
         }
-        let c = (i / l.plane) % l.channels;
-        let rstd = F::from_int(1) / F::sqrt(var[c] + F::cast_from(l.epsilon));
+        let c = channel(i, &l);
+        let r = rstd(var, c, &l);
         let mut g = gated(dy, y, i, relu);
         if batch {
             let n = F::cast_from(l.count);
-            g = g - dbeta[c] / n - (x[i] - mean[c]) * rstd * dgamma[c] / n;
+            g = g - dbeta[c] / n - (x[i] - mean[c]) * r * dgamma[c] / n;
         }
-        dx[i] = gamma[c] * rstd * g;
+        dx[i] = gamma[c] * r * g;
     }
 
     /// `tensors` contiguous.
     fn contiguous<const N: usize>(tensors: [CubeTensor; N]) -> [CubeTensor; N] {
         tensors.map(into_contiguous)
+    }
+
+    /// `run_sums_kernel` over `[x, y, dy, mean]`: `partial` `[channels · runs, 3]`.
+    fn run_sums(
+        [x, y, dy, mean]: [CubeTensor; 4],
+        runs: &Runs,
+        layout: LayoutLaunch,
+        gradient: bool,
+        relu: bool,
+    ) -> CubeTensor {
+        let threads = runs.channels * runs.per_channel();
+        let partial = empty(&x, [threads, 3], x.dtype);
+        let (count, dim) = grid(&x, threads);
+        run_sums_kernel::launch(
+            &x.client,
+            count,
+            dim,
+            x.required_address_type(),
+            x.clone().into_tensor_arg(),
+            y.into_tensor_arg(),
+            dy.into_tensor_arg(),
+            mean.into_tensor_arg(),
+            partial.clone().into_tensor_arg(),
+            layout,
+            gradient,
+            relu,
+            dtype_to_storage_type(x.dtype),
+        );
+        partial
     }
 
     pub(super) fn batch_moments(
@@ -429,19 +455,9 @@ mod kernels {
         let (runs, dtype) = (Runs::of(&x), x.dtype);
         let storage = dtype_to_storage_type(dtype);
         let address = x.required_address_type();
-        let threads = runs.channels * runs.per_channel();
-        let partial = empty(&x, [threads, 3], dtype);
-        let (count, dim) = grid(&x, threads);
-        run_moments_kernel::launch(
-            &x.client,
-            count,
-            dim,
-            address,
-            x.clone().into_tensor_arg(),
-            partial.clone().into_tensor_arg(),
-            runs.launch(0.0, momentum),
-            storage,
-        );
+        // Only x is read: it stands in for the gradient's tensors.
+        let sums = [x.clone(), x.clone(), x.clone(), x.clone()];
+        let partial = run_sums(sums, &runs, runs.launch(0.0, momentum), false, false);
         let out: [CubeTensor; 4] = std::array::from_fn(|_| empty(&x, [runs.channels], dtype));
         let (count, dim) = grid(&x, runs.channels);
         merge_moments_kernel::launch(
@@ -500,23 +516,8 @@ mod kernels {
         let (runs, dtype) = (Runs::of(&x), x.dtype);
         let (storage, address) = (dtype_to_storage_type(dtype), x.required_address_type());
         let layout = || runs.launch(norm.epsilon, 0.0);
-        let threads = runs.channels * runs.per_channel();
-        let partial = empty(&x, [threads, 2], dtype);
-        let (count, dim) = grid(&x, threads);
-        run_gradient_sums_kernel::launch(
-            &x.client,
-            count,
-            dim,
-            address,
-            x.clone().into_tensor_arg(),
-            y.clone().into_tensor_arg(),
-            dy.clone().into_tensor_arg(),
-            mean.clone().into_tensor_arg(),
-            partial.clone().into_tensor_arg(),
-            layout(),
-            norm.relu,
-            storage,
-        );
+        let sums = [x.clone(), y.clone(), dy.clone(), mean.clone()];
+        let partial = run_sums(sums, &runs, layout(), true, norm.relu);
         let [dgamma, dbeta] = [(); 2].map(|_| empty(&x, [runs.channels], dtype));
         let (count, dim) = grid(&x, runs.channels);
         merge_gradient_sums_kernel::launch(
