@@ -629,8 +629,9 @@ fn convolution_relu_and_pooling_in_one_operation_equal_burns_three() {
 /// γ and β, and the running statistics after two steps; in evaluation (no autodiff); and
 /// frozen on an autodiff device (running statistics, the input's gradient through them).
 /// Planes of 7×5, of 1×1 (a ResNet's last stage at small inputs, another `epsilon` and
-/// `momentum`), of 40×40 (many runs per channel across the plane) and a batch of 64 small
-/// planes (runs across the batch); the inputs' mean is far from zero.
+/// `momentum`), of 40×40 (many runs per channel across the plane), a batch of 64 small planes
+/// (runs across the batch), and planes of 96×96 (more runs per channel than the GPU kernels
+/// merge with one thread each); the inputs' mean is far from zero.
 #[test]
 fn batch_norm_and_relu_equal_burns_on_every_backend() {
     use burn::module::{Module, Param, RunningState};
@@ -641,7 +642,13 @@ fn batch_norm_and_relu_equal_burns_on_every_backend() {
             continue;
         };
         let device = plain.clone().autodiff();
-        for dims in [[3, 4, 7, 5], [5, 6, 1, 1], [2, 3, 40, 40], [64, 2, 3, 3]] {
+        for dims in [
+            [3, 4, 7, 5],
+            [5, 6, 1, 1],
+            [2, 3, 40, 40],
+            [64, 2, 3, 3],
+            [2, 2, 96, 96],
+        ] {
             let c = dims[1];
             let make = |device: &Device| {
                 let config = match dims[2] {

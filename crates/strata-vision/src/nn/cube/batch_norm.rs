@@ -8,14 +8,15 @@
 //!
 //! - [`ChannelNormOps::batch_moments`], two launches: each channel's numbers are cut into
 //!   interleaved runs, one thread each, that sum their numbers minus the run's first one (so a
-//!   mean far from zero costs no digits); then one thread per channel merges its runs' counts,
-//!   means and squared deviations (Chan, Golub and LeVeque's pairwise update) into the mean
+//!   mean far from zero costs no digits); then one cube of 256 threads per channel merges its
+//!   runs' counts, means and squared deviations (Chan, Golub and LeVeque's pairwise update),
+//!   each thread a few runs, then the threads' results pairwise in shared memory, into the mean
 //!   and biased variance, and updates the running statistics with them as Burn does;
 //! - [`ChannelNormOps::normalize`], one launch: `γ · (x − mean) / √(var + ε) + β`, clamped at
 //!   zero with the ReLU, one thread per number; in evaluation it is all there is;
 //! - its backward pass, three launches: runs again for `Σ g` and `Σ g · (x − mean)` per channel
-//!   (`g` the output's gradient, zero where the ReLU cut), one thread per channel to finish
-//!   `dβ` and `dγ`, then `dx` one thread per number.
+//!   (`g` the output's gradient, zero where the ReLU cut), one cube per channel to merge them
+//!   into `dβ` and `dγ`, then `dx` one thread per number.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -183,6 +184,14 @@ mod kernels {
             }
         }
 
+        /// The merge kernels' launch: one cube of [`MERGE_THREADS`] per channel.
+        fn merge_grid(&self) -> (CubeCount, CubeDim) {
+            (
+                CubeCount::Static(self.channels as u32, 1, 1),
+                CubeDim::new_1d(MERGE_THREADS as u32),
+            )
+        }
+
         /// Runs per channel.
         fn per_channel(&self) -> usize {
             self.batch_runs * self.plane_runs
@@ -266,8 +275,76 @@ mod kernels {
         }
     }
 
-    /// Thread `c`: merges the runs of channel `c` into its mean and biased variance, and the
-    /// running statistics updated with them.
+    /// Threads per cube of the merge kernels, one cube per channel.
+    const MERGE_THREADS: usize = 256;
+
+    /// Merges the sums `(n, a, b)` of some runs into `s[3i .. 3i + 3]`: for the moments (`a` a
+    /// mean, `b` a sum of squared deviations) by Chan, Golub and LeVeque's pairwise update, for
+    /// the gradient (`a`, `b` sums) by adding.
+    #[allow(clippy::collapsible_else_if)]
+    #[cube]
+    fn merge_into<F: Float>(
+        s: &mut Shared<[F]>,
+        i: usize,
+        n: F,
+        a: F,
+        b: F,
+        #[comptime] gradient: bool,
+    ) {
+        let o = i * 3;
+        let na = s[o];
+        let total = na + n;
+        if gradient {
+            s[o + 1] += a;
+            s[o + 2] += b;
+        } else {
+            if total > F::from_int(0) {
+                let delta = a - s[o + 1];
+                s[o + 1] += delta * n / total;
+                s[o + 2] += b + delta * delta * na * n / total;
+            }
+        }
+        s[o] = total;
+    }
+
+    /// The cube of channel `c` merges the channel's `runs` from `partial`: each thread some of
+    /// them, then the threads' results pairwise in shared memory, into `s[0..3]`.
+    #[cube]
+    fn merge_runs<F: Float>(
+        partial: &Tensor<F>,
+        s: &mut Shared<[F]>,
+        c: usize,
+        runs: usize,
+        #[comptime] gradient: bool,
+    ) {
+        let t = UNIT_POS_X as usize;
+        let threads = CUBE_DIM_X as usize;
+        s[t * 3] = F::from_int(0);
+        s[t * 3 + 1] = F::from_int(0);
+        s[t * 3 + 2] = F::from_int(0);
+        let mut r = t;
+        while r < runs {
+            let o = (c * runs + r) * 3;
+            merge_into(s, t, partial[o], partial[o + 1], partial[o + 2], gradient);
+            r += threads;
+        }
+        sync_cube();
+        let mut width = threads / 2;
+        while width > 0 {
+            if t < width {
+                let o = (t + width) * 3;
+                let n = s[o];
+                let a = s[o + 1];
+                let b = s[o + 2];
+                merge_into(s, t, n, a, b, gradient);
+            }
+            sync_cube();
+            width /= 2;
+        }
+    }
+
+    /// The cube of channel `c = CUBE_POS_X` merges its runs into its mean and biased variance,
+    /// and the running statistics updated with them.
     #[cube(launch, address_type = "dynamic")]
     fn merge_moments_kernel<F: Float>(
         partial: &Tensor<F>,
@@ -280,30 +357,19 @@ mod kernels {
         l: Layout,
         #[define(F)] _dtype: ElemType,
     ) {
-        let c = ABSOLUTE_POS;
-        if c >= l.channels {
-            terminate!();
+        let c = CUBE_POS_X as usize;
+        let mut s = Shared::<[F]>::new_slice(3 * MERGE_THREADS);
+        merge_runs(partial, &mut s, c, l.batch_runs * l.plane_runs, false);
+        if UNIT_POS_X == 0 {
+            let m = s[1];
+            let v = s[2] / s[0];
+            let momentum = F::cast_from(l.momentum);
+            let keep = F::from_int(1) - momentum;
+            mean[c] = m;
+            var[c] = v;
+            new_mean[c] = running_mean[c] * keep + m * momentum;
+            new_var[c] = running_var[c] * keep + v * momentum;
         }
-        let runs = l.batch_runs * l.plane_runs;
-        let mut n = F::from_int(0);
-        let mut m = F::from_int(0);
-        let mut m2 = F::from_int(0);
-        for r in 0..runs {
-            let o = (c * runs + r) * 3;
-            let nb = partial[o];
-            let total = n + nb;
-            let delta = partial[o + 1] - m;
-            m += delta * nb / total;
-            m2 += partial[o + 2] + delta * delta * n * nb / total;
-            n = total;
-        }
-        let v = m2 / n;
-        let momentum = F::cast_from(l.momentum);
-        let keep = F::from_int(1) - momentum;
-        mean[c] = m;
-        var[c] = v;
-        new_mean[c] = running_mean[c] * keep + m * momentum;
-        new_var[c] = running_var[c] * keep + v * momentum;
     }
 
     /// One thread per number: `gamma · (x − mean) / √(var + ε) + beta`, at least 0 with `relu`.
@@ -353,8 +419,8 @@ mod kernels {
         g
     }
 
-    /// Thread `c`: `dβ = Σ g` and `dγ = Σ g · (x − mean) / √(var + ε)` from the runs of
-    /// channel `c`.
+    /// The cube of channel `c = CUBE_POS_X`: `dβ = Σ g` and `dγ = Σ g · (x − mean) / √(var + ε)`
+    /// from its runs.
     #[cube(launch, address_type = "dynamic")]
     fn merge_gradient_sums_kernel<F: Float>(
         partial: &Tensor<F>,
@@ -364,19 +430,13 @@ mod kernels {
         l: Layout,
         #[define(F)] _dtype: ElemType,
     ) {
-        let c = ABSOLUTE_POS;
-        if c >= l.channels {
-            terminate!();
+        let c = CUBE_POS_X as usize;
+        let mut s = Shared::<[F]>::new_slice(3 * MERGE_THREADS);
+        merge_runs(partial, &mut s, c, l.batch_runs * l.plane_runs, true);
+        if UNIT_POS_X == 0 {
+            dbeta[c] = s[1];
+            dgamma[c] = s[2] * rstd(var, c, &l);
         }
-        let runs = l.batch_runs * l.plane_runs;
-        let mut sum = F::from_int(0);
-        let mut dot = F::from_int(0);
-        for r in 0..runs {
-            sum += partial[(c * runs + r) * 3 + 1];
-            dot += partial[(c * runs + r) * 3 + 2];
-        }
-        dbeta[c] = sum;
-        dgamma[c] = dot * rstd(var, c, &l);
     }
 
     /// One thread per number: `dx = γ · rstd · (g − dβ / n − x̂ · dγ / n)` with the batch's
@@ -459,7 +519,7 @@ mod kernels {
         let sums = [x.clone(), x.clone(), x.clone(), x.clone()];
         let partial = run_sums(sums, &runs, runs.launch(0.0, momentum), false, false);
         let out: [CubeTensor; 4] = std::array::from_fn(|_| empty(&x, [runs.channels], dtype));
-        let (count, dim) = grid(&x, runs.channels);
+        let (count, dim) = runs.merge_grid();
         merge_moments_kernel::launch(
             &x.client,
             count,
@@ -519,7 +579,7 @@ mod kernels {
         let sums = [x.clone(), y.clone(), dy.clone(), mean.clone()];
         let partial = run_sums(sums, &runs, layout(), true, norm.relu);
         let [dgamma, dbeta] = [(); 2].map(|_| empty(&x, [runs.channels], dtype));
-        let (count, dim) = grid(&x, runs.channels);
+        let (count, dim) = runs.merge_grid();
         merge_gradient_sums_kernel::launch(
             &x.client,
             count,
