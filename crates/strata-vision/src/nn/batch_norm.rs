@@ -41,8 +41,9 @@ pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         channels, features,
         "BatchNorm over {features} channels given an input of {channels} channels"
     );
+    // An empty batch has no statistics to compute: Burn's module says what that gives.
     #[cfg(feature = "cube")]
-    if strata_tensor::is_cubecl_gpu(&x.device()) {
+    if strata_tensor::is_cubecl_gpu(&x.device()) && x.shape().num_elements() > 0 {
         return super::cube::batch_norm::batch_norm(norm, x, relu);
     }
     #[cfg(feature = "flex")]
