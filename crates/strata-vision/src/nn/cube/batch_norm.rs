@@ -103,18 +103,16 @@ pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         let value = if batch { r.value_sync() } else { r.value() };
         value.to_device(&device).into_dispatch()
     };
-    let (mean, var) = (running(&norm.running_mean), running(&norm.running_var));
-    let (mean, var) = if batch {
-        let (mean, var, running_mean, running_var) =
+    let (mut mean, mut var) = (running(&norm.running_mean), running(&norm.running_var));
+    if batch {
+        let (running_mean, running_var);
+        (mean, var, running_mean, running_var) =
             Dispatch::batch_moments(x.clone().into_dispatch(), mean, var, norm.momentum as f32);
         norm.running_mean
             .update(Tensor::from_dispatch(running_mean).detach());
         norm.running_var
             .update(Tensor::from_dispatch(running_var).detach());
-        (mean, var)
-    } else {
-        (mean, var)
-    };
+    }
     let settings = Norm {
         epsilon: norm.epsilon as f32,
         relu,
@@ -513,18 +511,17 @@ mod kernels {
     ) -> [CubeTensor; 4] {
         let [x, running_mean, running_var] = contiguous([x, running_mean, running_var]);
         let (runs, dtype) = (Runs::of(&x), x.dtype);
-        let storage = dtype_to_storage_type(dtype);
-        let address = x.required_address_type();
+        let layout = || runs.launch(0.0, momentum);
         // Only x is read: it stands in for the gradient's tensors.
         let sums = [x.clone(), x.clone(), x.clone(), x.clone()];
-        let partial = run_sums(sums, &runs, runs.launch(0.0, momentum), false, false);
+        let partial = run_sums(sums, &runs, layout(), false, false);
         let out: [CubeTensor; 4] = std::array::from_fn(|_| empty(&x, [runs.channels], dtype));
         let (count, dim) = runs.merge_grid();
         merge_moments_kernel::launch(
             &x.client,
             count,
             dim,
-            address,
+            x.required_address_type(),
             partial.into_tensor_arg(),
             running_mean.into_tensor_arg(),
             running_var.into_tensor_arg(),
@@ -532,8 +529,8 @@ mod kernels {
             out[1].clone().into_tensor_arg(),
             out[2].clone().into_tensor_arg(),
             out[3].clone().into_tensor_arg(),
-            runs.launch(0.0, momentum),
-            storage,
+            layout(),
+            dtype_to_storage_type(dtype),
         );
         out
     }
