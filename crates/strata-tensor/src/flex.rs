@@ -1,5 +1,6 @@
 //! The slices behind flex tensors, for CPU kernels written as Burn backend extensions.
 
+use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
@@ -25,15 +26,15 @@ pub fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("an f32 tensor, made contiguous")
 }
 
-/// The numbers of `t`, in order: its own buffer when nothing else holds it (a buffer lent by
-/// [`tensor`] and given back, a parameter updated in place), else a copy.
-pub fn into_values(t: FlexTensor) -> Vec<f32> {
-    let t = if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    };
-    t.into_data().try_into_vec::<f32>().expect("an f32 tensor")
+/// The numbers of `t` to change in place: its own buffer when nothing else holds it and it is
+/// contiguous and whole (an optimizer's parameter and state, step after step), else `t` is
+/// first replaced by a copy of its numbers.
+pub fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
+    let whole = t.as_slice::<f32>().map(<[f32]>::len) == Some(t.storage::<f32>().len());
+    if !whole {
+        *t = tensor(values(&contiguous(t)).to_vec(), t.shape());
+    }
+    t.storage_mut::<f32>()
 }
 
 /// A flex tensor made from `values` without copying them.
@@ -55,6 +56,27 @@ mod tests {
         let c = contiguous(&t);
         assert_eq!(c.shape().to_vec(), [3, 2]);
         assert_eq!(values(&c), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn numbers_change_in_place_unless_shared_or_a_view() {
+        let mut t = tensor(vec![1.0, 2.0, 3.0, 4.0], [2, 2]);
+        let at = values(&t).as_ptr();
+        values_mut(&mut t)[0] = 5.0;
+        assert_eq!(values(&t).as_ptr(), at, "its own buffer, changed in place");
+        let shared = t.clone();
+        values_mut(&mut t)[1] = 6.0;
+        assert_eq!(
+            values(&shared),
+            [5.0, 2.0, 3.0, 4.0],
+            "the other holder keeps its numbers"
+        );
+        assert_eq!(values(&t), [5.0, 6.0, 3.0, 4.0]);
+        let mut view = t.transpose(0, 1);
+        values_mut(&mut view)[1] = 7.0;
+        assert_eq!(view.shape().to_vec(), [2, 2]);
+        assert_eq!(values(&view), [5.0, 7.0, 6.0, 4.0]);
+        assert_eq!(values(&t), [5.0, 6.0, 3.0, 4.0]);
     }
 
     #[test]

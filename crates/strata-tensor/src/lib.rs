@@ -6,7 +6,8 @@
 //! - [`ops`]: accuracy, arg-max and top-k;
 //! - [`parity`]: how far the same computation on two backends is apart;
 //! - `flex` (with the `flex` feature): where our CPU kernels run, and the slices behind flex
-//!   tensors that they read and write;
+//!   tensors that they read and write; `products` (the same feature): matrix products into
+//!   those slices;
 //! - [`simd`]: running a CPU kernel compiled for the machine's best instruction set;
 //! - [`weights`]: `.safetensors` export and import over burn-store;
 //! - [`names`]: [`named_enum!`], one table per command-line choice (parser, error, `--help`);
@@ -25,6 +26,8 @@ pub mod generate;
 pub mod names;
 pub mod ops;
 pub mod parity;
+#[cfg(feature = "flex")]
+pub mod products;
 pub mod simd;
 pub mod weights;
 

@@ -345,7 +345,7 @@ mod flex {
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Flex, TensorMetadata};
     use rayon::prelude::*;
-    use strata_tensor::flex::{contiguous, into_values, tensor, values};
+    use strata_tensor::flex::{contiguous, tensor, values, values_mut};
     use strata_tensor::simd::{Vectorized, vectorized};
 
     use super::ops::{AdamUpdate, OptimizerOps};
@@ -375,15 +375,13 @@ mod flex {
             weight_decay: f32,
             nesterov: bool,
         ) -> (FlexTensor, FlexTensor) {
-            let shape = param.shape();
             let grad = contiguous(&grad);
-            let mut p = into_values(param);
-            let mut v = if first {
-                vec![0.0; p.len()]
-            } else {
-                into_values(velocity)
-            };
-            check_state(&v, &p);
+            let (mut param, mut velocity) = (param, velocity);
+            if first {
+                velocity = tensor(vec![0.0; param.shape().num_elements()], param.shape());
+            }
+            let (p, v) = (values_mut(&mut param), values_mut(&mut velocity));
+            check_state(v, p);
             p.par_chunks_mut(CHUNK)
                 .zip(v.par_chunks_mut(CHUNK))
                 .zip(values(&grad).par_chunks(CHUNK))
@@ -399,7 +397,7 @@ mod flex {
                         nesterov,
                     })
                 });
-            (tensor(p, shape.clone()), tensor(v, shape))
+            (param, velocity)
         }
 
         fn adam_step(
@@ -411,15 +409,15 @@ mod flex {
             betas: [f32; 2],
             update: AdamUpdate,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            let shape = param.shape();
             let grad = contiguous(&grad);
-            let (mut p, mut m, mut v) = (
-                into_values(param),
-                into_values(moment_1),
-                into_values(moment_2),
+            let (mut param, mut moment_1, mut moment_2) = (param, moment_1, moment_2);
+            let (p, m, v) = (
+                values_mut(&mut param),
+                values_mut(&mut moment_1),
+                values_mut(&mut moment_2),
             );
-            check_state(&m, &p);
-            check_state(&v, &p);
+            check_state(m, p);
+            check_state(v, p);
             p.par_chunks_mut(CHUNK)
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK))
@@ -435,11 +433,7 @@ mod flex {
                         update,
                     })
                 });
-            (
-                tensor(p, shape.clone()),
-                tensor(m, shape.clone()),
-                tensor(v, shape),
-            )
+            (param, moment_1, moment_2)
         }
     }
 

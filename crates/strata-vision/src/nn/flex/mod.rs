@@ -10,7 +10,7 @@ mod winograd;
 
 use burn::backend::flex::FlexTensor;
 pub use strata_tensor::flex::available;
-use strata_tensor::flex::{contiguous, into_values, tensor, values};
+use strata_tensor::flex::{contiguous, tensor, values};
 use strata_tensor::simd::{Vectorized, vectorized};
 
 /// A thread's buffer, reused from call to call (`thread_local!` of a `RefCell<Vec<f32>>`).

@@ -13,7 +13,7 @@
 //!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 256 tiles (a ResNet's deep
 //!   layers, whose 16 transformed kernels are up to 16 MB) go into one block several at a
 //!   time, so that each block reads the kernels once rather than each image;
-//! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (flex's batched product, one per block), with the
+//! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (16 products per block, one position per task), with the
 //!   tiles as rows so that both transforms read and write each tile's channels as one
 //!   contiguous run, in SIMD lanes;
 //! - each tile's outputs `Aᵀ M A`, plus the bias, through the ReLU when asked, written into the
@@ -27,13 +27,10 @@
 //! The transforms' coefficients are 0, ±1 and ±½, so the numbers differ from the direct
 //! convolution's by rounding only (the tests hold both to Burn's within the same tolerance).
 
-use burn::backend::Flex;
-use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
-
 use rayon::prelude::*;
+use strata_tensor::products::{Mat, MatMut, matmul_on_this_thread};
 
-use super::{Vectorized, into_values, put_back, take, tensor, values, vectorized};
+use super::{Vectorized, put_back, take, vectorized};
 use crate::nn::Geometry;
 
 /// Channels in and out below which the products are too small for the transforms to pay.
@@ -62,18 +59,34 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.w > 0
 }
 
-/// The kernels `weight` `[out, in, 3, 3]` transformed, as `[16, in, out]`: `U[ξ][c][o] = (G g
+/// The 16 transformed kernel matrices `U[ξ]`, stored `[rows, 16, cols]` (a row of every
+/// `U[ξ]` together).
+pub(super) struct Kernels {
+    values: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Kernels {
+    /// `U[ξ]`, `[rows, cols]`.
+    fn at(&self, xi: usize) -> Mat<'_> {
+        let (rows, cols) = (self.rows, self.cols);
+        Mat::strided(&self.values[xi * cols..], rows, cols, 16 * cols)
+    }
+}
+
+/// The kernels `weight` `[out, in, 3, 3]` transformed: `U[ξ]` `[in, out]`, `U[ξ][c][o] = (G g
 /// Gᵀ)[ξ]` for kernel `g = weight[o][c]`, with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
 /// With `turned`, the kernels of the convolution that gives the input gradient instead (each
-/// turned by 180°, input and output channels swapped): `[16, out, in]`, `U[ξ][o][c]` from
+/// turned by 180°, input and output channels swapped): `U[ξ]` `[out, in]`, `U[ξ][o][c]` from
 /// `weight[o][c]` reversed. Each product wants its `U[ξ]` contiguous along its last dimension;
 /// computed on all threads, one task per row of the `U[ξ]` (an input channel, or with `turned`
 /// an output channel).
-pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> FlexTensor {
+pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> Kernels {
     let (c_in, c_out) = (g.c_in, g.c_out);
     let mut u = vec![0f32; c_out * 16 * c_in];
     if turned {
-        // `[out, 16, in]`, returned as a `[16, out, in]` view.
+        // `[out, 16, in]`.
         u.par_chunks_mut((16 * c_in).max(1))
             .zip(weight.par_chunks((9 * c_in).max(1)))
             .for_each(|(rows, kernels)| {
@@ -84,9 +97,13 @@ pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> FlexTensor 
                     tap: |c: usize, i: usize| kernels[c * 9 + 8 - i],
                 })
             });
-        return tensor(u, [c_out, 16, c_in]).permute(&[1, 0, 2]);
+        return Kernels {
+            values: u,
+            rows: c_out,
+            cols: c_in,
+        };
     }
-    // `[in, 16, out]`, returned as a `[16, in, out]` view.
+    // `[in, 16, out]`.
     u.par_chunks_mut((16 * c_out).max(1))
         .enumerate()
         .for_each(|(c, rows)| {
@@ -96,7 +113,33 @@ pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> FlexTensor 
                 tap: |o: usize, i: usize| weight[(o * c_in + c) * 9 + i],
             })
         });
-    tensor(u, [c_in, 16, c_out]).permute(&[1, 0, 2])
+    Kernels {
+        values: u,
+        rows: c_in,
+        cols: c_out,
+    }
+}
+
+/// `out[ξ] = a(ξ) · b(ξ)` (`[rows, cols]` each, one after the other in `out`), or with
+/// `accumulate` added to what is there, for the 16 positions `ξ`, one position per task.
+fn products<'a>(
+    out: &mut [f32],
+    [rows, cols]: [usize; 2],
+    a: impl Fn(usize) -> Mat<'a> + Sync,
+    b: impl Fn(usize) -> Mat<'a> + Sync,
+    accumulate: bool,
+) {
+    out.par_chunks_exact_mut((rows * cols).max(1))
+        .take(16)
+        .enumerate()
+        .for_each(|(xi, out)| {
+            matmul_on_this_thread(MatMut::new(out, rows, cols), a(xi), b(xi), accumulate)
+        });
+}
+
+/// Each of the 16 planes of `buf` (`[16, rows, cols]`) as a `[rows, cols]` matrix.
+fn plane<'a>(buf: &'a [f32], [rows, cols]: [usize; 2]) -> impl Fn(usize) -> Mat<'a> + Sync {
+    move |xi| Mat::new(&buf[xi * rows * cols..][..rows * cols], rows, cols)
 }
 
 /// One row of the transformed kernels, `rows` `[16, n]`: `rows[ξ][j] = (G k Gᵀ)[ξ]` for the
@@ -158,11 +201,11 @@ fn kernel<const L: usize>(k: &[[f32; L]; 9]) -> [[f32; L]; 16] {
 /// images spread over the threads.
 pub(super) fn convolve(
     xs: &[f32],
-    u: &FlexTensor,
+    u: &Kernels,
     g: &Geometry,
     bias: &[f32],
     relu: bool,
-) -> FlexTensor {
+) -> Vec<f32> {
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let mut out = vec![0f32; g.batch * y_len];
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
@@ -171,7 +214,7 @@ pub(super) fn convolve(
         out.par_chunks_mut(y_len.max(1))
             .zip(xs.par_chunks(x_len.max(1)))
             .for_each(|(y, x)| image(x, u, g, bias, relu, y));
-        return tensor(out, [g.batch, g.c_out, g.oh, g.ow]);
+        return out;
     }
     // Small images (a ResNet's deep layers, whose kernels outweigh an image): the tiles of
     // several images in one product, so that each block reads the kernels once.
@@ -190,10 +233,16 @@ pub(super) fn convolve(
         pieces.into_par_iter().for_each(|(x, planes)| {
             transform_tiles(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input, planes)
         });
-        let v = tensor(v, [16, tiles, g.c_in]);
-        let m = Flex::float_matmul(v.clone(), u.clone());
-        put_back(&TILES, into_values(v));
-        let m = values(&m);
+        let mut m = take(&PRODUCTS, 16 * tiles * g.c_out);
+        let shape = [tiles, g.c_out];
+        products(
+            &mut m,
+            shape,
+            plane(&v, [tiles, g.c_in]),
+            |xi| u.at(xi),
+            false,
+        );
+        put_back(&TILES, v);
         let plane = tiles * g.c_out;
         ys.par_chunks_mut(y_len.max(1))
             .enumerate()
@@ -209,13 +258,14 @@ pub(super) fn convolve(
                     y,
                 });
             });
+        put_back(&PRODUCTS, m);
     }
-    tensor(out, [g.batch, g.c_out, g.oh, g.ow])
+    out
 }
 
 /// One image's convolution: `y` `[out, oh, ow]` from `x` `[in, h, w]` and the transformed
 /// kernels `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`, in blocks of tile rows.
-fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &mut [f32]) {
+fn image(x: &[f32], u: &Kernels, g: &Geometry, bias: &[f32], relu: bool, y: &mut [f32]) {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let rows_per_block =
         (BLOCK / (16 * tw * g.c_in.max(g.c_out) * size_of::<f32>()).max(1)).clamp(1, th.max(1));
@@ -232,10 +282,16 @@ fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &
             Span::Input,
             planes(&mut v),
         );
-        let v = tensor(v, [16, tiles, g.c_in]);
-        let m = Flex::float_matmul(v.clone(), u.clone());
-        put_back(&TILES, into_values(v));
-        let m = values(&m);
+        let mut m = take(&PRODUCTS, 16 * tiles * g.c_out);
+        let shape = [tiles, g.c_out];
+        products(
+            &mut m,
+            shape,
+            plane(&v, [tiles, g.c_in]),
+            |xi| u.at(xi),
+            false,
+        );
+        put_back(&TILES, v);
         vectorized(OutputTiles {
             planes: std::array::from_fn(|k| &m[k * tiles * g.c_out..][..tiles * g.c_out]),
             g,
@@ -245,6 +301,7 @@ fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &
             relu,
             y: &mut *y,
         });
+        put_back(&PRODUCTS, m);
     }
 }
 
@@ -256,9 +313,9 @@ fn image(x: &[f32], u: &FlexTensor, g: &Geometry, bias: &[f32], relu: bool, y: &
 /// Summed over the tiles of all images, the bracket is 16 products, one per position `ξ`:
 /// `S[ξ] = D[ξ]ᵀ · V[ξ]` (`[out, in]`), with `D[ξ] = (A dY Aᵀ)[ξ]` (`[tiles, out]`) and
 /// `V[ξ]` as in the forward pass (`[tiles, in]`). The tiles go in blocks over the batch; each
-/// block's transforms run in pieces on all threads, then its 16 products (flex's batched
-/// product, one position per thread), added to the sums in order, so that the same inputs
-/// give the same numbers on every run with the same number of threads.
+/// block's transforms run in pieces on all threads, then its 16 products (one position per
+/// task) add into the sums, block after block, so that the same inputs give the same numbers
+/// on every run.
 pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
@@ -268,7 +325,7 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let row_bytes = 16 * tw * (g.c_in + g.c_out) * size_of::<f32>();
     let per_block = (threads * BLOCK / row_bytes.max(1)).max(MIN_TILES.div_ceil(tw.max(1)));
     let all_rows = g.batch * th;
-    let mut sums: Vec<f32> = Vec::new();
+    let mut sums = vec![0f32; 16 * g.c_out * g.c_in];
     for first in (0..all_rows).step_by(per_block.max(1)) {
         let block = first..(first + per_block).min(all_rows);
         let tiles = block.len() * tw;
@@ -295,24 +352,19 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             let dy = &dy[b * y_len..][..y_len];
             transform_tiles(dy, [g.oh, g.ow], [0, 0], rows, tw, Span::Grad, d);
         });
-        let (v, d) = (
-            tensor(v, [16, tiles, g.c_in]),
-            tensor(d, [16, tiles, g.c_out]),
+        let d_t = |xi| plane(&d, [tiles, g.c_out])(xi).t();
+        products(
+            &mut sums,
+            [g.c_out, g.c_in],
+            d_t,
+            plane(&v, [tiles, g.c_in]),
+            true,
         );
-        let s = Flex::float_matmul(d.clone().permute(&[0, 2, 1]), v.clone());
-        put_back(&TILES, into_values(v));
-        put_back(&GRADS, into_values(d));
-        if sums.is_empty() {
-            sums = into_values(s);
-        } else {
-            sums.iter_mut().zip(values(&s)).for_each(|(a, b)| *a += b);
-        }
+        put_back(&TILES, v);
+        put_back(&GRADS, d);
     }
     let (o_n, c_n) = (g.c_out, g.c_in);
     let mut dw = vec![0f32; o_n * c_n * 9];
-    if sums.is_empty() {
-        return dw;
-    }
     // One task per output channel.
     dw.par_chunks_mut((c_n * 9).max(1))
         .enumerate()
@@ -789,6 +841,8 @@ thread_local! {
     static TILES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for a block's transformed output gradient.
     static GRADS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for a block's 16 products.
+    static PRODUCTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -837,9 +891,9 @@ mod tests {
         for (i, w) in weight[..9].iter_mut().enumerate() {
             *w = (i + 1) as f32;
         }
-        let u = kernels(&weight, &g, false).to_contiguous();
-        let u = values(&u);
-        let at = |xi: usize| u[xi * 16 * 16];
+        let u = kernels(&weight, &g, false);
+        // `[in, 16, out]`: `U[ξ][0][0]` is the first of position ξ's run of 16.
+        let at = |xi: usize| u.values[xi * u.cols];
         // G k Gᵀ by hand for k = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]: G k = [[1, 2, 3], [6, 7.5, 9],
         // [2, 2.5, 3], [7, 8, 9]], then each row r → [r0, (r0 + r1 + r2) / 2, (r0 − r1 + r2) / 2, r2].
         let expected = [
@@ -848,6 +902,6 @@ mod tests {
         for (xi, e) in expected.into_iter().enumerate() {
             assert_eq!(at(xi), e, "position {xi}");
         }
-        assert!(u.iter().filter(|v| **v != 0.0).count() <= 16);
+        assert!(u.values.iter().filter(|v| **v != 0.0).count() <= 16);
     }
 }
