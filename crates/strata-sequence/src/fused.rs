@@ -381,6 +381,18 @@ fn step_rows<B: Backend>(
     batch_rows::<B>(t_all, &(t * batch + rows.start..t * batch + rows.end))
 }
 
+/// The 2-D `t` copied into row-major order (a transposed view made one-dimensional is copied on
+/// every backend). The recurrent product `h · W_hhᵀ` takes the transposed weights every step: as
+/// a view, flex's product (the `gemm` crate) repacks all of them each time (a quarter of
+/// `lstm-train`'s time); laid out row-major they are read where they lie.
+fn row_major<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = t.shape();
+    B::float_reshape(
+        B::float_reshape(t, Shape::new([shape.num_elements()])),
+        shape,
+    )
+}
+
 /// `1 - t`.
 fn one_minus<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     B::float_add_scalar(B::float_neg(t), 1.0f32.into())
@@ -404,7 +416,7 @@ fn lstm_forward<B: LstmCell>(
         B::float_matmul(x.clone(), B::float_transpose(w_ih.clone())),
         B::float_reshape(bias, Shape::new([1, 4 * hidden])),
     );
-    let w_hh_t = B::float_transpose(w_hh.clone());
+    let w_hh_t = row_major::<B>(B::float_transpose(w_hh.clone()));
     let lanes: Vec<Lane<B>> = lanes(batch)
         .into_par_iter()
         .map(|rows| {
