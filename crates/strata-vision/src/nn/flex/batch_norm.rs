@@ -10,6 +10,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use rayon::prelude::*;
 
+use strata_tensor::simd::{SUM_LANES, add_lanes};
+
 use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
 
 /// BatchNorm in training as one operation.
@@ -125,12 +127,12 @@ impl Vectorized for Normalize<'_> {
     fn run(self) -> [f32; 3] {
         let mut sums = [0f32; LANES];
         for p in &self.x {
-            add_lanes(&mut sums, p, 0.0);
+            add_lanes(&mut sums, p);
         }
         let mean = sums.iter().sum::<f32>() / self.n;
         let mut squares = [0f32; LANES];
         for p in &self.x {
-            add_lanes(&mut squares, p, mean);
+            add_squares(&mut squares, p, mean);
         }
         let var = squares.iter().sum::<f32>() / self.n;
         let rstd = 1.0 / (var + self.epsilon).sqrt();
@@ -149,28 +151,37 @@ impl Vectorized for Normalize<'_> {
     }
 }
 
-/// Independent partial sums per channel: a 512-bit register of f32, so that the sums vectorise
-/// and no addition waits on the one before (a single running sum is one number per 4 cycles).
-const LANES: usize = 16;
+/// Lanes of the channel sums ([`add_lanes`]).
+const LANES: usize = SUM_LANES;
 
-/// Adds `x` (with `center` 0.0), or the squares of `x − center`, into `sums`, lane by lane.
+/// Numbers of a plane whose gated gradient the backward pass holds at a time.
+const BLOCK: usize = 256;
+
+/// Adds `g · (x − center)` into `sums`, lane by lane.
 #[inline(always)]
-fn add_lanes(sums: &mut [f32; LANES], x: &[f32], center: f32) {
-    let f = |v: f32| {
-        if center == 0.0 {
-            v
-        } else {
-            (v - center) * (v - center)
+fn add_products(sums: &mut [f32; LANES], g: &[f32], x: &[f32], center: f32) {
+    let ((g, g_tail), (x, x_tail)) = (g.as_chunks::<LANES>(), x.as_chunks::<LANES>());
+    for (g, x) in g.iter().zip(x) {
+        for l in 0..LANES {
+            sums[l] += g[l] * (x[l] - center);
         }
-    };
-    let chunks = x.chunks_exact(LANES);
-    for (lane, &v) in chunks.remainder().iter().enumerate() {
-        sums[lane] += f(v);
     }
-    for chunk in chunks {
-        for (s, &v) in sums.iter_mut().zip(chunk) {
-            *s += f(v);
+    for ((s, &g), &x) in sums.iter_mut().zip(g_tail).zip(x_tail) {
+        *s += g * (x - center);
+    }
+}
+
+/// Adds the squares of `x − center` into `sums`, lane by lane.
+#[inline(always)]
+fn add_squares(sums: &mut [f32; LANES], x: &[f32], center: f32) {
+    let (runs, tail) = x.as_chunks::<LANES>();
+    for run in runs {
+        for l in 0..LANES {
+            sums[l] += (run[l] - center) * (run[l] - center);
         }
+    }
+    for (s, &v) in sums.iter_mut().zip(tail) {
+        *s += (v - center) * (v - center);
     }
 }
 
@@ -253,23 +264,17 @@ impl Gradient<'_> {
         let planes = self.x.iter().zip(&self.dy).zip(&self.y);
         let (mut dg, mut db) = ([0f32; LANES], [0f32; LANES]);
         for ((x, dy), y) in planes.clone() {
-            let (x, dy, y) = (
-                x.chunks_exact(LANES),
-                dy.chunks_exact(LANES),
-                y.chunks_exact(LANES),
-            );
-            let tail = x.remainder().iter().zip(dy.remainder()).zip(y.remainder());
-            for (lane, ((&x, &dy), &y)) in tail.enumerate() {
-                let g = gate(y, dy);
-                dg[lane] += g * (x - self.mean);
-                db[lane] += g;
-            }
-            for ((x, dy), y) in x.zip(dy).zip(y) {
-                for l in 0..LANES {
-                    let g = gate(y[l], dy[l]);
-                    dg[l] += g * (x[l] - self.mean);
-                    db[l] += g;
+            // The gated gradient a block at a time (a loop the compiler vectorises with the
+            // gate as a mask), then its sums in lanes.
+            let blocks = x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(y.chunks(BLOCK));
+            for ((x, dy), y) in blocks {
+                let mut g = [0f32; BLOCK];
+                let g = &mut g[..x.len()];
+                for ((g, &dy), &y) in g.iter_mut().zip(dy).zip(y) {
+                    *g = gate(y, dy);
                 }
+                add_lanes(&mut db, g);
+                add_products(&mut dg, g, x, self.mean);
             }
         }
         let dgamma = dg.iter().sum::<f32>() * self.rstd;

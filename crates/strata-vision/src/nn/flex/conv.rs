@@ -742,24 +742,9 @@ impl Vectorized for RowSums<'_> {
     fn run(self) {
         let len = self.rows.len() / self.sums.len().max(1);
         for (acc, row) in self.sums.iter_mut().zip(self.rows.chunks_exact(len.max(1))) {
-            *acc += sum(row);
+            *acc += strata_tensor::simd::sum(row);
         }
     }
-}
-
-/// The sum of `v`, in 32 independent lanes (four AVX2 registers, so that the additions do
-/// not wait on each other).
-#[inline(always)]
-fn sum(v: &[f32]) -> f32 {
-    let mut lanes = [0f32; 32];
-    let chunks = v.chunks_exact(32);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// The adjoint of [`Im2col`] for the rows of one group: adds `dcols` (`[in / groups · kh · kw,
