@@ -157,7 +157,7 @@ impl Gpt2Generator {
     /// The output layer over `hidden` (`[rows, n_embd]`), in the decode dtype.
     fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.head_bf16 {
-            Some(head) => crate::kernels::project_bf16(hidden, head.clone()),
+            Some(head) => crate::kernels::project_t(hidden, head.clone()),
             None => {
                 let [rows, e] = hidden.dims();
                 self.model

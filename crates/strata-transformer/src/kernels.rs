@@ -1,13 +1,16 @@
 //! The matrix products of the model, routed by the weight's dtype.
 //!
-//! An f32 weight goes to Burn's matmul. A bf16 weight (the reduced-precision mode of
-//! generation, [`crate::generate::WeightDtype::Bf16`]), held transposed (`[out, in]`, one
-//! contiguous row per output), goes, on flex and for the few rows of a decoding step, to
-//! [`WeightOnlyOps::matmul_bf16_weight`]: a Burn backend extension that reads
-//! the weight as `&[bf16]` where it lies and converts each number to f32 as it streams past, so
-//! a step reads half the bytes of f32. Burn's own bf16 matmul would convert both operands to f32
-//! first (reading the weight once and writing it twice), so it saves nothing; elsewhere (other
-//! backends, the prompt's many rows) the weight is cast to f32 and Burn's matmul runs.
+//! An f32 weight `[in, out]` goes to Burn's matmul. A weight held transposed (`[out, in]`, one
+//! contiguous row per output: a bf16 weight, the reduced-precision mode of generation
+//! [`crate::generate::WeightDtype::Bf16`], or the tied embedding under the f32 logits) goes, on
+//! flex without autodiff and for the few rows of a decoding step, to
+//! [`WeightOnlyOps::matmul_rows`]: a Burn backend extension that streams the weight's rows
+//! where they lie, converting bf16 to f32 in registers, so a bf16 step reads half the bytes of
+//! f32. Burn's own bf16 matmul would convert both operands to f32 first (reading the weight
+//! once and writing it twice), so it saves nothing; its f32 matmul, given the embedding as a
+//! transposed view, repacks all 154 MB of it every token (a quarter of the time of a decoding
+//! step). Elsewhere (other backends, autodiff, the prompt's many rows) the weight is cast to
+//! f32 and Burn's matmul runs.
 
 #[cfg(feature = "flex")]
 use burn::backend::tensor::FloatTensor;
@@ -18,7 +21,7 @@ use burn::tensor::DType;
 use half::bf16;
 use strata_tensor::simd::{Vectorized, vectorized};
 
-/// Rows up to which a bf16 product streams the weight once per row rather than converting it.
+/// Rows up to which a product streams the transposed weight once per row.
 #[cfg(feature = "flex")]
 const STREAM_ROWS: usize = 4;
 
@@ -28,12 +31,17 @@ pub fn project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     x.matmul(w)
 }
 
-/// `x · wᵀ` for `x` `[rows, in]` (f32) and a bf16 weight `w_t` `[out, in]` (contiguous): the
-/// weight-only kernel on flex for a few rows, else `w_t` cast to f32 and Burn's matmul.
-pub fn project_bf16(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
+/// `x · w_tᵀ` for `x` `[rows, in]` (f32) and a weight `w_t` `[out, in]` in bf16 or f32: the
+/// weight-streaming kernel on flex (without autodiff) for a few rows, else `w_t` cast to f32
+/// and Burn's matmul.
+pub fn project_t(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "flex")]
-    if x.dims()[0] <= STREAM_ROWS && strata_tensor::flex::available(&x) {
-        let out = <burn::backend::Dispatch as WeightOnlyOps>::matmul_bf16_weight(
+    if x.dims()[0] <= STREAM_ROWS
+        && strata_tensor::flex::available(&x)
+        && !x.device().is_autodiff()
+        && matches!(w_t.dtype(), DType::BF16 | DType::F32)
+    {
+        let out = <burn::backend::Dispatch as WeightOnlyOps>::matmul_rows(
             x.into_dispatch(),
             w_t.into_dispatch(),
         );
@@ -42,17 +50,17 @@ pub fn project_bf16(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
     x.matmul(w_t.cast(DType::F32).transpose())
 }
 
-/// Products with a weight kept in reduced precision.
+/// Products that stream a weight held transposed, row by row.
 #[cfg(feature = "flex")]
 #[backend_extension(Flex)]
 pub trait WeightOnlyOps: Backend {
-    /// `x · w_tᵀ` for `x` `[rows, in]` in f32 and `w_t` `[out, in]` in bf16; f32 result.
-    fn matmul_bf16_weight(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x · w_tᵀ` for `x` `[rows, in]` in f32 and `w_t` `[out, in]` in bf16 or f32; f32 result.
+    fn matmul_rows(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 #[cfg(feature = "flex")]
 impl WeightOnlyOps for Flex {
-    fn matmul_bf16_weight(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn matmul_rows(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self> {
         let x = x.to_contiguous();
         let shape = x.shape();
         let (rows, d_in) = (shape[0], shape[1]);
@@ -60,27 +68,48 @@ impl WeightOnlyOps for Flex {
         let (d_out, w_in) = (w_shape[0], w_shape[1]);
         assert_eq!(
             d_in, w_in,
-            "matmul_bf16_weight: x is [{rows}, {d_in}] but w_t is [{d_out}, {w_in}]"
+            "matmul_rows: x is [{rows}, {d_in}] but w_t is [{d_out}, {w_in}]"
         );
         let xs = x.as_slice::<f32>().expect("an f32 input");
-        let w_t = if w_t.as_slice::<bf16>().is_some() {
-            w_t
-        } else {
-            w_t.to_contiguous()
-        };
-        let ws = w_t.as_slice::<bf16>().expect("a bf16 weight");
+        let w_t = w_t.to_contiguous();
         let mut out = vec![0f32; rows * d_out];
         for (x_row, y_row) in xs.chunks_exact(d_in).zip(out.chunks_exact_mut(d_out)) {
-            matvec_bf16(x_row, ws, y_row);
+            match (w_t.as_slice::<bf16>(), w_t.as_slice::<f32>()) {
+                (Some(ws), _) => matvec(x_row, ws, y_row),
+                (_, Some(ws)) => matvec(x_row, ws, y_row),
+                _ => panic!(
+                    "matmul_rows takes a bf16 or f32 weight, not {:?}",
+                    w_t.dtype()
+                ),
+            }
         }
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [rows, d_out]))
     }
 }
 
-/// `y = W · x` for `W` `[y.len(), x.len()]` in bf16, row-major: each output is the dot product
-/// of one contiguous row of `W` with `x`, so the threads each stream one contiguous range of the
-/// weight (what the memory prefetchers serve best), converting it to f32 in registers.
-pub fn matvec_bf16(x: &[f32], w: &[bf16], y: &mut [f32]) {
+/// A weight's number, widened to f32 in registers (bf16 → f32 is a 16-bit shift).
+pub trait Widen: Copy + Send + Sync {
+    fn widen(self) -> f32;
+}
+
+impl Widen for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
+impl Widen for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+/// `y = W · x` for `W` `[y.len(), x.len()]` (bf16 or f32), row-major: each output is the dot
+/// product of one contiguous row of `W` with `x`, so the threads each stream one contiguous
+/// range of the weight (what the memory prefetchers serve best), widening it in registers.
+pub fn matvec<W: Widen>(x: &[f32], w: &[W], y: &mut [f32]) {
     use rayon::prelude::*;
     let d_in = x.len();
     debug_assert_eq!(w.len(), d_in * y.len());
@@ -98,20 +127,20 @@ pub fn matvec_bf16(x: &[f32], w: &[bf16], y: &mut [f32]) {
         });
 }
 
-/// The dot products of a block of rows with `x`, one per output (see [`matvec_bf16`]).
-struct Rows<'a> {
+/// The dot products of a block of rows with `x`, one per output (see [`matvec`]).
+struct Rows<'a, W> {
     x: &'a [f32],
-    w: &'a [bf16],
+    w: &'a [W],
     y: &'a mut [f32],
 }
 
-impl Vectorized for Rows<'_> {
+impl<W: Widen> Vectorized for Rows<'_, W> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
         for (y, row) in self.y.iter_mut().zip(self.w.chunks_exact(self.x.len())) {
-            *y = dot_bf16(self.x, row);
+            *y = dot(self.x, row);
         }
     }
 }
@@ -121,11 +150,11 @@ impl Vectorized for Rows<'_> {
 /// set it becomes a call to the C library's `fmaf`.)
 const LANES: usize = 32;
 
-/// `x · w` with `w` in bf16, in plain loops that the compiler vectorises for the instruction
-/// set [`vectorized`] runs (inlined into it). bf16 → f32 is a 16-bit shift.
+/// `x · w`, in plain loops that the compiler vectorises for the instruction set [`vectorized`]
+/// runs (inlined into it).
 #[inline(always)]
-fn dot_bf16(x: &[f32], w: &[bf16]) -> f32 {
-    let widen = |b: bf16| f32::from_bits((b.to_bits() as u32) << 16);
+fn dot<W: Widen>(x: &[f32], w: &[W]) -> f32 {
+    let widen = |b: W| b.widen();
     let mut acc = [0f32; LANES];
     let (xs, ws) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
     let tail: f32 = xs
@@ -147,19 +176,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bf16_product_is_the_f32_product_of_the_rounded_weight() {
+    fn the_streamed_product_is_the_f32_product_of_the_weight_as_held() {
         let device = Device::flex();
         strata_tensor::seed(&device, 9);
         let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
-        for (rows, d_in, d_out) in [(1, 7, 3000), (3, 64, 50), (2, 300, 1025)] {
-            let x = Tensor::<2>::random([rows, d_in], dist, &device);
-            let w_t = Tensor::<2>::random([d_out, d_in], dist, &device).cast(DType::BF16);
-            let reference = x.clone().matmul(w_t.clone().cast(DType::F32).transpose());
-            let ours = project_bf16(x, w_t);
-            ours.into_data().assert_approx_eq::<f32>(
-                &reference.into_data(),
-                burn::tensor::Tolerance::absolute(1e-4),
-            );
+        for dtype in [DType::BF16, DType::F32] {
+            for (rows, d_in, d_out) in [(1, 7, 3000), (3, 64, 50), (2, 300, 1025), (5, 9, 8)] {
+                let x = Tensor::<2>::random([rows, d_in], dist, &device);
+                let w_t = Tensor::<2>::random([d_out, d_in], dist, &device).cast(dtype);
+                let reference = x.clone().matmul(w_t.clone().cast(DType::F32).transpose());
+                let ours = project_t(x, w_t);
+                ours.into_data().assert_approx_eq::<f32>(
+                    &reference.into_data(),
+                    burn::tensor::Tolerance::absolute(1e-4),
+                );
+            }
         }
     }
 }

@@ -64,7 +64,7 @@ impl Conv1D {
         let x = x.reshape([rows, d_in]);
         let (y, d_out) = if weight.dtype() == burn::tensor::DType::BF16 {
             let d_out = weight.dims()[0];
-            (crate::kernels::project_bf16(x, weight), d_out)
+            (crate::kernels::project_t(x, weight), d_out)
         } else {
             let d_out = weight.dims()[1];
             (crate::kernels::project(x, weight), d_out)
@@ -341,7 +341,7 @@ impl Gpt2 {
         let [b, t, e] = hidden.dims();
         let wte = self.wte.weight.val();
         let v = wte.dims()[0];
-        crate::kernels::project(hidden.reshape([b * t, e]), wte.transpose()).reshape([b, t, v])
+        crate::kernels::project_t(hidden.reshape([b * t, e]), wte).reshape([b, t, v])
     }
 
     /// Next-token logits at every position of `ids`, `[batch, time, vocab_size]`.
