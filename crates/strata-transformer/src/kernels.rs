@@ -25,9 +25,21 @@ use strata_tensor::simd::{Vectorized, vectorized};
 #[cfg(feature = "flex")]
 const STREAM_ROWS: usize = 4;
 
-/// `x · w` for `x` `[rows, in]` (f32) and an f32 weight `w` `[in, out]` (possibly a transposed
-/// view): Burn's matmul.
+/// `x · w` for `x` `[rows, in]` (f32) and an f32 weight `w` `[in, out]`: on flex (without
+/// autodiff) for a few rows, [`WeightOnlyOps::matmul_columns`]; else Burn's matmul.
 pub fn project(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if x.dims()[0] <= STREAM_ROWS
+        && strata_tensor::flex::available(&x)
+        && !x.device().is_autodiff()
+        && w.dtype() == DType::F32
+    {
+        let out = <burn::backend::Dispatch as WeightOnlyOps>::matmul_columns(
+            x.into_dispatch(),
+            w.into_dispatch(),
+        );
+        return Tensor::<2>::from_dispatch(out);
+    }
     x.matmul(w)
 }
 
@@ -56,6 +68,12 @@ pub fn project_t(x: Tensor<2>, w_t: Tensor<2>) -> Tensor<2> {
 pub trait WeightOnlyOps: Backend {
     /// `x · w_tᵀ` for `x` `[rows, in]` in f32 and `w_t` `[out, in]` in bf16 or f32; f32 result.
     fn matmul_rows(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x · w` for `x` `[rows, in]` and `w` `[in, out]`, both f32, the columns of `w` in blocks
+    /// spread over the threads. A decoding step's products (GPT-2's are 0.6 to 2.4 million
+    /// multiply-adds) are too small for flex's matmul to split, so one core streamed 340 MB
+    /// of weights a token on its own.
+    fn matmul_columns(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 #[cfg(feature = "flex")]
@@ -85,6 +103,49 @@ impl WeightOnlyOps for Flex {
         }
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [rows, d_out]))
     }
+
+    fn matmul_columns(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        use rayon::prelude::*;
+        use strata_tensor::flex::{contiguous, values};
+        use strata_tensor::products::{Mat, MatMut, matmul_on_this_thread};
+        let (x, w) = (contiguous(&x), contiguous(&w));
+        let ([rows, d_in], [w_in, d_out]) = (dims2(&x), dims2(&w));
+        assert_eq!(
+            d_in, w_in,
+            "matmul_columns: x is [{rows}, {d_in}] but w is [{w_in}, {d_out}]"
+        );
+        let (xs, w) = (
+            Mat::new(values(&x), rows, d_in),
+            Mat::new(values(&w), d_in, d_out),
+        );
+        // A few blocks per thread, each at least 64 columns.
+        let per_block = d_out.div_ceil(4 * rayon::current_num_threads()).max(64);
+        let blocks = d_out.div_ceil(per_block);
+        let mut out = vec![0f32; blocks * rows * per_block];
+        // Each block's `[rows, per_block]` product in its own run of `out`, then put in place.
+        out.par_chunks_mut(rows * per_block)
+            .enumerate()
+            .for_each(|(b, y)| {
+                let cols = b * per_block..((b + 1) * per_block).min(d_out);
+                let y = MatMut::new(y, rows, per_block).cols(0..cols.len());
+                matmul_on_this_thread(y, xs, w.cols(cols), false);
+            });
+        let mut y = vec![0f32; rows * d_out];
+        for (b, block) in out.chunks_exact(rows * per_block).enumerate() {
+            let cols = b * per_block..((b + 1) * per_block).min(d_out);
+            for (dst, src) in y.chunks_exact_mut(d_out).zip(block.chunks_exact(per_block)) {
+                dst[cols.clone()].copy_from_slice(&src[..cols.len()]);
+            }
+        }
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
+    }
+}
+
+/// The two dimensions of a 2-D tensor.
+#[cfg(feature = "flex")]
+fn dims2(t: &burn::backend::flex::FlexTensor) -> [usize; 2] {
+    let shape = t.shape();
+    [shape[0], shape[1]]
 }
 
 /// A weight's number, widened to f32 in registers (bf16 → f32 is a 16-bit shift).
@@ -191,6 +252,23 @@ mod tests {
                     burn::tensor::Tolerance::absolute(1e-4),
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_product_by_blocks_of_columns_is_burns() {
+        let device = Device::flex();
+        strata_tensor::seed(&device, 10);
+        let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
+        // One block, uneven blocks, many blocks; and 5 rows, which go to Burn's matmul.
+        for (rows, d_in, d_out) in [(1, 7, 30), (3, 64, 700), (2, 300, 3072), (5, 9, 80)] {
+            let x = Tensor::<2>::random([rows, d_in], dist, &device);
+            let w = Tensor::<2>::random([d_in, d_out], dist, &device);
+            let reference = x.clone().matmul(w.clone());
+            project(x, w).into_data().assert_approx_eq::<f32>(
+                &reference.into_data(),
+                burn::tensor::Tolerance::absolute(1e-4),
+            );
         }
     }
 }
