@@ -137,6 +137,17 @@ fn products<'a>(
         });
 }
 
+/// `M[ξ] = V[ξ] · U[ξ]` for a block of `tiles` tiles: the transformed input `v` (this thread's
+/// `TILES` buffer, given back here) times the transformed kernels `u`, into this thread's
+/// `PRODUCTS` buffer (for the caller to give back).
+fn tile_products(v: Vec<f32>, u: &Kernels, tiles: usize, g: &Geometry) -> Vec<f32> {
+    let mut m = take(&PRODUCTS, 16 * tiles * g.c_out);
+    let v_planes = plane(&v, [tiles, g.c_in]);
+    products(&mut m, [tiles, g.c_out], v_planes, |xi| u.at(xi), false);
+    put_back(&TILES, v);
+    m
+}
+
 /// Each of the 16 planes of `buf` (`[16, rows, cols]`) as a `[rows, cols]` matrix.
 fn plane<'a>(buf: &'a [f32], [rows, cols]: [usize; 2]) -> impl Fn(usize) -> Mat<'a> + Sync {
     move |xi| Mat::new(&buf[xi * rows * cols..][..rows * cols], rows, cols)
@@ -233,23 +244,16 @@ pub(super) fn convolve(
         pieces.into_par_iter().for_each(|(x, planes)| {
             transform_tiles(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input, planes)
         });
-        let mut m = take(&PRODUCTS, 16 * tiles * g.c_out);
-        let shape = [tiles, g.c_out];
-        products(
-            &mut m,
-            shape,
-            plane(&v, [tiles, g.c_in]),
-            |xi| u.at(xi),
-            false,
-        );
-        put_back(&TILES, v);
-        let plane = tiles * g.c_out;
+        let m = tile_products(v, u, tiles, g);
+        let per_plane = tiles * g.c_out;
         ys.par_chunks_mut(y_len.max(1))
             .enumerate()
             .for_each(|(b, y)| {
                 let at = b * per_image * g.c_out;
                 vectorized(OutputTiles {
-                    planes: std::array::from_fn(|k| &m[k * plane + at..][..per_image * g.c_out]),
+                    planes: std::array::from_fn(|k| {
+                        &m[k * per_plane + at..][..per_image * g.c_out]
+                    }),
                     g,
                     rows: 0..th,
                     tw,
@@ -282,16 +286,7 @@ fn image(x: &[f32], u: &Kernels, g: &Geometry, bias: &[f32], relu: bool, y: &mut
             Span::Input,
             planes(&mut v),
         );
-        let mut m = take(&PRODUCTS, 16 * tiles * g.c_out);
-        let shape = [tiles, g.c_out];
-        products(
-            &mut m,
-            shape,
-            plane(&v, [tiles, g.c_in]),
-            |xi| u.at(xi),
-            false,
-        );
-        put_back(&TILES, v);
+        let m = tile_products(v, u, tiles, g);
         vectorized(OutputTiles {
             planes: std::array::from_fn(|k| &m[k * tiles * g.c_out..][..tiles * g.c_out]),
             g,
