@@ -19,6 +19,8 @@ use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 use half::bf16;
+#[cfg(feature = "flex")]
+use strata_tensor::flex::{contiguous, tensor, values};
 use strata_tensor::simd::{Vectorized, vectorized};
 
 /// Rows up to which a product streams the transposed weight once per row.
@@ -79,19 +81,15 @@ pub trait WeightOnlyOps: Backend {
 #[cfg(feature = "flex")]
 impl WeightOnlyOps for Flex {
     fn matmul_rows(x: FloatTensor<Self>, w_t: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x = x.to_contiguous();
-        let shape = x.shape();
-        let (rows, d_in) = (shape[0], shape[1]);
-        let w_shape = w_t.shape();
-        let (d_out, w_in) = (w_shape[0], w_shape[1]);
+        // `to_contiguous` returns a contiguous tensor as it is (ours is for f32 alone).
+        let (x, w_t) = (contiguous(&x), w_t.to_contiguous());
+        let ([rows, d_in], [d_out, w_in]) = (dims2(&x), dims2(&w_t));
         assert_eq!(
             d_in, w_in,
             "matmul_rows: x is [{rows}, {d_in}] but w_t is [{d_out}, {w_in}]"
         );
-        let xs = x.as_slice::<f32>().expect("an f32 input");
-        let w_t = w_t.to_contiguous();
         let mut out = vec![0f32; rows * d_out];
-        for (x_row, y_row) in xs.chunks_exact(d_in).zip(out.chunks_exact_mut(d_out)) {
+        for (x_row, y_row) in row_pairs(values(&x), &mut out, d_in, d_out) {
             match (w_t.as_slice::<bf16>(), w_t.as_slice::<f32>()) {
                 (Some(ws), _) => matvec(x_row, ws, y_row),
                 (_, Some(ws)) => matvec(x_row, ws, y_row),
@@ -101,12 +99,11 @@ impl WeightOnlyOps for Flex {
                 ),
             }
         }
-        burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [rows, d_out]))
+        tensor(out, [rows, d_out])
     }
 
     fn matmul_columns(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         use rayon::prelude::*;
-        use strata_tensor::flex::{contiguous, values};
         use strata_tensor::products::{Mat, MatMut, matmul_on_this_thread};
         let (x, w) = (contiguous(&x), contiguous(&w));
         let ([rows, d_in], [w_in, d_out]) = (dims2(&x), dims2(&w));
@@ -114,31 +111,41 @@ impl WeightOnlyOps for Flex {
             d_in, w_in,
             "matmul_columns: x is [{rows}, {d_in}] but w is [{w_in}, {d_out}]"
         );
-        let (xs, w) = (
-            Mat::new(values(&x), rows, d_in),
-            Mat::new(values(&w), d_in, d_out),
-        );
-        // A few blocks per thread, each at least 64 columns.
-        let per_block = d_out.div_ceil(4 * rayon::current_num_threads()).max(64);
-        let blocks = d_out.div_ceil(per_block);
-        let mut out = vec![0f32; blocks * rows * per_block];
-        // Each block's `[rows, per_block]` product in its own run of `out`, then put in place.
-        out.par_chunks_mut(rows * per_block)
-            .enumerate()
-            .for_each(|(b, y)| {
-                let cols = b * per_block..((b + 1) * per_block).min(d_out);
-                let y = MatMut::new(y, rows, per_block).cols(0..cols.len());
-                matmul_on_this_thread(y, xs, w.cols(cols), false);
-            });
-        let mut y = vec![0f32; rows * d_out];
-        for (b, block) in out.chunks_exact(rows * per_block).enumerate() {
-            let cols = b * per_block..((b + 1) * per_block).min(d_out);
-            for (dst, src) in y.chunks_exact_mut(d_out).zip(block.chunks_exact(per_block)) {
-                dst[cols.clone()].copy_from_slice(&src[..cols.len()]);
-            }
+        let w = Mat::new(values(&w), d_in, d_out);
+        let per_task = per_task(d_out);
+        let mut out = vec![0f32; rows * d_out];
+        // Row by row (a decoding step has one), each row's columns in blocks over the threads.
+        for (x_row, y_row) in row_pairs(values(&x), &mut out, d_in, d_out) {
+            let x_row = Mat::new(x_row, 1, d_in);
+            y_row
+                .par_chunks_mut(per_task)
+                .enumerate()
+                .for_each(|(b, y)| {
+                    let cols = b * per_task..b * per_task + y.len();
+                    let y = MatMut::new(y, 1, cols.len());
+                    matmul_on_this_thread(y, x_row, w.cols(cols), false);
+                });
         }
-        burn::backend::flex::FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
+        tensor(out, [rows, d_out])
     }
+}
+
+/// The rows of `x` (`d_in` numbers each) beside those of `out` (`d_out` each).
+#[cfg(feature = "flex")]
+fn row_pairs<'a>(
+    x: &'a [f32],
+    out: &'a mut [f32],
+    d_in: usize,
+    d_out: usize,
+) -> impl Iterator<Item = (&'a [f32], &'a mut [f32])> {
+    x.chunks_exact(d_in.max(1))
+        .zip(out.chunks_exact_mut(d_out.max(1)))
+}
+
+/// Outputs per task of a product split over the threads: a few tasks per thread, each at
+/// least 64 outputs.
+fn per_task(outputs: usize) -> usize {
+    outputs.div_ceil(4 * rayon::current_num_threads()).max(64)
 }
 
 /// The two dimensions of a 2-D tensor.
@@ -174,9 +181,7 @@ pub fn matvec<W: Widen>(x: &[f32], w: &[W], y: &mut [f32]) {
     use rayon::prelude::*;
     let d_in = x.len();
     debug_assert_eq!(w.len(), d_in * y.len());
-    // A few tasks per thread, each at least 64 rows.
-    let tasks = 4 * rayon::current_num_threads();
-    let rows_per_task = y.len().div_ceil(tasks).max(64);
+    let rows_per_task = per_task(y.len());
     y.par_chunks_mut(rows_per_task)
         .zip(w.par_chunks(rows_per_task * d_in))
         .for_each(|(y_block, w_block)| {
