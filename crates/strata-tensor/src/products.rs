@@ -74,6 +74,14 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// Group `i` of this matrix's rows, cut into groups of `n` rows.
+    ///
+    /// # Panics
+    /// When the group ends past the last row.
+    pub fn row_group(self, i: usize, n: usize) -> Self {
+        self.rows(i * n..(i + 1) * n)
+    }
+
     /// Columns `c` of this matrix.
     ///
     /// # Panics

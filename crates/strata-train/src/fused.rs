@@ -366,9 +366,9 @@ mod flex {
 
     impl OptimizerOps for Flex {
         fn sgd_step(
-            param: FlexTensor,
+            mut param: FlexTensor,
             grad: FlexTensor,
-            velocity: FlexTensor,
+            mut velocity: FlexTensor,
             first: bool,
             lr: f32,
             momentum: f32,
@@ -376,7 +376,6 @@ mod flex {
             nesterov: bool,
         ) -> (FlexTensor, FlexTensor) {
             let grad = contiguous(&grad);
-            let (mut param, mut velocity) = (param, velocity);
             if first {
                 velocity = tensor(vec![0.0; param.shape().num_elements()], param.shape());
             }
@@ -401,16 +400,15 @@ mod flex {
         }
 
         fn adam_step(
-            param: FlexTensor,
+            mut param: FlexTensor,
             grad: FlexTensor,
-            moment_1: FlexTensor,
-            moment_2: FlexTensor,
+            mut moment_1: FlexTensor,
+            mut moment_2: FlexTensor,
             lr: f32,
             betas: [f32; 2],
             update: AdamUpdate,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
             let grad = contiguous(&grad);
-            let (mut param, mut moment_1, mut moment_2) = (param, moment_1, moment_2);
             let (p, m, v) = (
                 values_mut(&mut param),
                 values_mut(&mut moment_1),

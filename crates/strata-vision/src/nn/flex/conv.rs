@@ -151,8 +151,8 @@ fn forward(
                             let y_g = &mut y[group * rows * g.spatial()..][..rows * g.spatial()];
                             matmul(
                                 MatMut::new(y_g, rows, g.spatial()).cols(first..first + len),
-                                w.rows(group * rows..(group + 1) * rows),
-                                cols.rows(group * g.k()..(group + 1) * g.k()),
+                                w.row_group(group, rows),
+                                cols.row_group(group, g.k()),
                                 false,
                             );
                         }
@@ -174,8 +174,8 @@ fn forward(
                     let mut prod = take(&PRODUCT, rows * g.spatial());
                     matmul(
                         MatMut::new(&mut prod, rows, g.spatial()),
-                        w.rows(group * rows..(group + 1) * rows),
-                        cols.rows(group * g.k()..(group + 1) * g.k()),
+                        w.row_group(group, rows),
+                        cols.row_group(group, g.k()),
                         false,
                     );
                     vectorized(Epilogue {
@@ -312,7 +312,7 @@ fn backward(
                 let (first, len) = (block.start * g.ow, block.len() * g.ow);
                 with_cols(&xs[b * x_len..][..x_len], &g, block, |cols| {
                     for group in 0..g.groups {
-                        let dy_g = dy_b.rows(group * rows..(group + 1) * rows);
+                        let dy_g = dy_b.row_group(group, rows);
                         // Accumulated in place, transposed: dWᵀ += cols · dYᵀ. The product
                         // runs these shapes 1.1 to 1.6 times faster in this order than as
                         // dY · colsᵀ (measured: 480 against 293 GFLOP/s for a ResNet's first
@@ -320,7 +320,7 @@ fn backward(
                         let acc = &mut dw[group * rows * g.k()..][..rows * g.k()];
                         matmul(
                             MatMut::new(acc, g.k(), rows),
-                            cols.rows(group * g.k()..(group + 1) * g.k()),
+                            cols.row_group(group, g.k()),
                             dy_g.cols(first..first + len).t(),
                             true,
                         );
@@ -334,8 +334,8 @@ fn backward(
                 // `Wᵀ · dY`, then scattered into the image's gradient.
                 matmul(
                     MatMut::new(&mut dcols, g.k(), g.spatial()),
-                    w.rows(group * rows..(group + 1) * rows).t(),
-                    dy_b.rows(group * rows..(group + 1) * rows),
+                    w.row_group(group, rows).t(),
+                    dy_b.row_group(group, rows),
                     false,
                 );
                 col2im(&dcols, &g, group * (g.c_in / g.groups), dx_b);
@@ -483,8 +483,8 @@ fn weight_grad_whole_batch(xs: &[f32], dy: &FlexTensor, g: &Geometry) -> Vec<f32
     for (group, dw_g) in dw.chunks_exact_mut((per_group * g.k()).max(1)).enumerate() {
         matmul(
             MatMut::new(dw_g, per_group, g.k()),
-            dy.rows(group * per_group..(group + 1) * per_group),
-            cols.rows(group * g.k()..(group + 1) * g.k()).t(),
+            dy.row_group(group, per_group),
+            cols.row_group(group, g.k()).t(),
             false,
         );
     }
