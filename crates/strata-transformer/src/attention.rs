@@ -18,7 +18,8 @@
 //! backward pass, one query row at a time (as FlashAttention does), so no `[time, time]` matrix
 //! per head is kept between the passes. Elsewhere, and for inference over long contexts on flex
 //! (which has a fused attention kernel of its own), the same function runs as Burn's
-//! operations ([`causal_self_attention_ops`]).
+//! operations ([`causal_self_attention_ops`]), except on a CubeCL GPU at inference, where one
+//! kernel of ours runs (`crate::cube`, with the `cuda` or `wgpu` feature).
 
 use burn::prelude::*;
 use burn::tensor::module::attention;
@@ -42,6 +43,11 @@ pub fn causal_self_attention(qkv: Tensor<3>, n_head: usize, scale: f64) -> Tenso
             scale as f32,
         );
         return Tensor::from_dispatch(y);
+    }
+    #[cfg(feature = "cube")]
+    if crate::cube::available(&qkv) && qkv.dims()[1] <= crate::cube::MAX_KEYS {
+        let [q, k, v] = split_heads(qkv, n_head);
+        return crate::cube::attention(q, k, v, scale);
     }
     causal_self_attention_ops(qkv, n_head, scale)
 }
@@ -75,6 +81,17 @@ pub fn split_heads(qkv: Tensor<3>, n_head: usize) -> [Tensor<4>; 3] {
 pub fn merge_heads(y: Tensor<4>) -> Tensor<3> {
     let [b, h, t, d] = y.dims();
     y.swap_dims(1, 2).reshape([b, t, h * d])
+}
+
+/// `merge_heads(attend(q, k, v, scale))`: on a CubeCL GPU without autodiff, for up to
+/// [`MAX_KEYS`](crate::cube::MAX_KEYS) keys, one kernel of ours (`crate::cube`), which also
+/// writes the heads merged.
+pub fn attend_merged(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<3> {
+    #[cfg(feature = "cube")]
+    if crate::cube::available(&q) && k.dims()[2] <= crate::cube::MAX_KEYS {
+        return crate::cube::attention(q, k, v, scale);
+    }
+    merge_heads(attend(q, k, v, scale))
 }
 
 /// `softmax(q·kᵀ · scale + causal mask) · v` with Burn's attention (the mask is shifted when

@@ -15,9 +15,9 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 /// `2 √(2/π)`.
-const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+pub(crate) const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
 /// The cubic term's factor.
-const CUBIC: f32 = 0.044715;
+pub(crate) const CUBIC: f32 = 0.044715;
 
 /// GELU's tanh approximation of `x`, elementwise (see the module).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -25,6 +25,10 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if strata_tensor::flex::available(&x) {
         let y = <burn::backend::Dispatch as flex::GeluOps>::gelu_tanh(x.into_dispatch());
         return Tensor::from_dispatch(y);
+    }
+    #[cfg(feature = "cube")]
+    if crate::cube::available(&x) {
+        return crate::cube::gelu_tanh(x);
     }
     gelu_tanh_ops(x)
 }

@@ -50,6 +50,10 @@ impl LayerNorm {
             );
             return Tensor::from_dispatch(y);
         }
+        #[cfg(feature = "cube")]
+        if crate::cube::available(&x) {
+            return crate::cube::layer_norm(x, gamma, beta, self.epsilon);
+        }
         burn::tensor::module::layer_norm(x, gamma, Some(beta), self.epsilon)
     }
 }

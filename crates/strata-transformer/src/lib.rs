@@ -10,12 +10,16 @@
 //!   extension);
 //! - [`gelu`]: GELU's tanh approximation, one pass each way on flex (a Burn backend extension);
 //! - [`layer_norm`]: GPT-2's LayerNorm, one pass each way on flex (a Burn backend extension);
+//! - `cube` (with the `cuda` or `wgpu` feature): LayerNorm, GELU and cached attention at
+//!   inference as CubeCL kernels, one launch each;
 //! - [`kernels`]: the weight-only bf16 matrix-vector product (a Burn backend extension);
 //! - [`selftest`]: GPT-2's part of `strata selftest` (this backend against another).
 
 pub mod attention;
 pub mod bench;
 pub mod config;
+#[cfg(feature = "cube")]
+pub mod cube;
 pub mod eval;
 pub mod gelu;
 pub mod generate;

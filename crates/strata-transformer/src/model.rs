@@ -29,7 +29,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
-use crate::attention::{attend, causal_self_attention, merge_heads, split_heads};
+use crate::attention::{attend_merged, causal_self_attention, merge_heads, split_heads};
 use crate::config::{Activation, Gpt2Config};
 use crate::layer_norm::LayerNorm;
 
@@ -150,11 +150,11 @@ impl Attention {
                     }
                     *slot = Some((k.clone(), v.clone()));
                 }
-                merge_heads(if dropout {
-                    self.attend_with_dropout(q, k, v)
+                if dropout {
+                    merge_heads(self.attend_with_dropout(q, k, v))
                 } else {
-                    attend(q, k, v, self.scale)
-                })
+                    attend_merged(q, k, v, self.scale)
+                }
             }
         };
         self.resid_dropout.forward(self.c_proj.forward(y))
@@ -452,7 +452,7 @@ mod tests {
             ..attn.clone()
         }
         .attend_with_dropout(q.clone(), k.clone(), v.clone());
-        let fused = attend(q, k, v, attn.scale);
+        let fused = crate::attention::attend(q, k, v, attn.scale);
         manual
             .into_data()
             .assert_approx_eq::<f32>(&fused.into_data(), burn::tensor::Tolerance::absolute(1e-5));
