@@ -80,7 +80,7 @@ impl Conv1D {
 /// costs one position of work instead of the whole text again.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    layers: Vec<Option<LayerCache>>,
 }
 
 impl KvCache {
@@ -96,7 +96,7 @@ impl KvCache {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
+            .map_or(0, |l| l.len)
     }
 
     /// Whether no position is held.
@@ -107,6 +107,58 @@ impl KvCache {
     /// Forgets every position.
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
+    }
+}
+
+/// One block's keys and values, `[batch, heads, capacity, head_dim]` each, of which the first
+/// `len` positions are held. A new position is written in place (Burn's `slice_assign` reuses a
+/// tensor nothing else holds), and the capacity doubles when it runs out: a decoding step
+/// writes one position of each, where concatenating copied the whole cache (on a GPU, two
+/// launches per tensor and step).
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    k: Tensor<4>,
+    v: Tensor<4>,
+    len: usize,
+}
+
+impl LayerCache {
+    /// The capacity of a new cache, in positions, at least.
+    const FIRST_CAPACITY: usize = 64;
+
+    /// Adds keys and values `[batch, heads, t, head_dim]` after those `slot` holds; returns
+    /// every position's, as views.
+    fn append(slot: &mut Option<Self>, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [b, h, t, d] = k.dims();
+        let start = slot.as_ref().map_or(0, |c| c.len);
+        let end = start + t;
+        let mut cache = match slot.take() {
+            Some(cache) if end <= cache.k.dims()[2] => cache,
+            held => {
+                let capacity = end.next_power_of_two().max(Self::FIRST_CAPACITY);
+                let empty = || Tensor::<4>::empty([b, h, capacity, d], &k.device());
+                let (mut bigger_k, mut bigger_v) = (empty(), empty());
+                if let Some(held) = held {
+                    let range = s![.., .., 0..start];
+                    bigger_k = bigger_k.slice_assign(range, held.k.narrow(2, 0, start));
+                    bigger_v = bigger_v.slice_assign(range, held.v.narrow(2, 0, start));
+                }
+                Self {
+                    k: bigger_k,
+                    v: bigger_v,
+                    len: start,
+                }
+            }
+        };
+        cache.k = cache.k.slice_assign(s![.., .., start..end], k);
+        cache.v = cache.v.slice_assign(s![.., .., start..end], v);
+        cache.len = end;
+        let held = (
+            cache.k.clone().narrow(2, 0, end),
+            cache.v.clone().narrow(2, 0, end),
+        );
+        *slot = Some(cache);
+        held
     }
 }
 
@@ -132,11 +184,7 @@ pub struct Attention {
 impl Attention {
     /// `x` `[batch, time, n_embd]`: each position attends to itself and the positions before
     /// it (those in `cache` first, which then holds `x`'s keys and values too).
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<LayerCache>>) -> Tensor<3> {
         let qkv = self.c_attn.forward(x);
         let dropout = self.attn_dropout.prob > 0.0 && qkv.device().is_autodiff();
         let y = match cache {
@@ -144,11 +192,7 @@ impl Attention {
             cache => {
                 let [q, mut k, mut v] = split_heads(qkv, self.n_head);
                 if let Some(slot) = cache {
-                    if let Some((pk, pv)) = slot.take() {
-                        k = Tensor::cat(vec![pk, k], 2);
-                        v = Tensor::cat(vec![pv, v], 2);
-                    }
-                    *slot = Some((k.clone(), v.clone()));
+                    (k, v) = LayerCache::append(slot, k, v);
                 }
                 if dropout {
                     merge_heads(self.attend_with_dropout(q, k, v))
@@ -222,11 +266,7 @@ pub struct Block {
 
 impl Block {
     /// `x + attn(ln_1(x))`, then `+ mlp(ln_2(·))`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<LayerCache>>) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
@@ -418,6 +458,45 @@ mod tests {
             &stepped.into_data(),
             burn::tensor::Tolerance::absolute(1e-5),
         );
+    }
+
+    #[test]
+    fn the_cache_keeps_its_positions_when_it_grows() {
+        // A prompt of 60 positions, then one at a time past the first capacity (64), and a
+        // cloned cache that goes its own way: the logits of each step are the whole text's.
+        let device = strata_tensor::first_compiled_device();
+        strata_tensor::seed(&device, 5);
+        let mut config = tiny();
+        config.n_positions = 80;
+        let model = config.init(&device);
+        let ids: Vec<i64> = (0..70).map(|i| (i * 7 + 3) % 50).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 70]), &device);
+        let whole = model.forward(ids.clone(), None);
+        let mut cache = KvCache::new(2);
+        let mut steps = vec![model.forward(ids.clone().narrow(1, 0, 60), Some(&mut cache))];
+        let mut fork = None;
+        for i in 60..70 {
+            if i == 66 {
+                fork = Some(cache.clone());
+            }
+            steps.push(model.forward(ids.clone().narrow(1, i, 1), Some(&mut cache)));
+        }
+        assert_eq!(cache.len(), 70);
+        let close = burn::tensor::Tolerance::absolute(1e-4);
+        let stepped = Tensor::cat(steps, 1);
+        whole
+            .clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&stepped.into_data(), close);
+        // The fork still holds 66 positions: a different 67th token gives its own logits.
+        let mut fork = fork.unwrap();
+        let other = Tensor::<2, Int>::from_data([[11]], &device);
+        let forked = model.forward(other.clone(), Some(&mut fork));
+        let text = Tensor::cat(vec![ids.narrow(1, 0, 66), other], 1);
+        let expected = model.forward(text, None).narrow(1, 66, 1);
+        expected
+            .into_data()
+            .assert_approx_eq::<f32>(&forked.into_data(), close);
     }
 
     #[test]
