@@ -16,28 +16,41 @@
 //!
 //! It is a Burn backend extension (`#[backend_extension]`): the forward body is written once
 //! over the backend's tensor operations, and the `Autodiff` implementation records one node
-//! whose [`Backward`] runs the pass above. It is compiled in with the `flex` backend and used
-//! there; [`Recurrent`](crate::recurrent::Recurrent) falls back to its per-step graph on other
-//! backends, for sequences with lengths, and for cells other than the LSTM.
+//! whose [`Backward`] runs the pass above. It is compiled in with the `flex` backend, and with
+//! `cube` (which `cuda` and `wgpu` turn on) on CubeCL's GPU runtimes, where a step's whole batch
+//! is one lane and the gate arithmetic one kernel each way (`LstmCell`); with `fusion` it is an
+//! opaque operation of Burn's fusion graph. [`Recurrent`](crate::recurrent::Recurrent) falls
+//! back to its per-step graph on other backends, for sequences with lengths, and for cells other
+//! than the LSTM.
 
+#[cfg(feature = "flex")]
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Slice};
 use rayon::prelude::*;
+#[cfg(feature = "flex")]
 use strata_tensor::flex::{contiguous, tensor, values};
+#[cfg(feature = "flex")]
 use strata_tensor::simd;
 
 /// An LSTM layer over a whole sequence as one operation.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "fusion"),
+    Autodiff
+)]
 pub trait LstmOps: Backend {
     /// Runs an LSTM layer over `x` (`[time, batch, input]`) from `h0`, `c0` (`[batch, hidden]`)
     /// with PyTorch's gate order (`w_ih` `[4 hidden, input]`, `w_hh` `[4 hidden, hidden]`,
     /// `bias` = `b_ih + b_hh`, `[4 hidden]`). Returns `[time + 1, batch, hidden]`: every step's
     /// `h`, then the final `c`.
+    #[fusion(id = "strata_lstm_sequence", dtype = x, shape = output_shape(x, h0))]
     fn lstm_sequence(
         x: FloatTensor<Self>,
         w_ih: FloatTensor<Self>,
@@ -48,6 +61,7 @@ pub trait LstmOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
+#[cfg(feature = "flex")]
 impl LstmOps for Flex {
     fn lstm_sequence(
         x: FloatTensor<Self>,
@@ -64,6 +78,10 @@ impl LstmOps for Flex {
 /// The gate arithmetic of one LSTM step and its derivative: written with the backend's tensor
 /// operations by default, and as one pass over the numbers on flex.
 pub trait LstmCell: Backend {
+    /// Whether the batch runs in lanes, one per thread (see `lanes`): on the CPU. A GPU takes
+    /// each step's whole batch in one product.
+    const LANES: bool = false;
+
     /// From the pre-activations `z` (`[batch, 4 hidden]`, gates i, f, g, o) and `c_prev`
     /// (`[batch, hidden]`) to the activated gates `[σ(i), σ(f), tanh(g), σ(o)]`, `c` and `h`.
     fn lstm_cell(
@@ -127,7 +145,10 @@ pub trait LstmCell: Backend {
     }
 }
 
+#[cfg(feature = "flex")]
 impl LstmCell for Flex {
+    const LANES: bool = true;
+
     fn lstm_cell(
         z: FloatTensor<Self>,
         c_prev: FloatTensor<Self>,
@@ -185,6 +206,7 @@ impl LstmCell for Flex {
     }
 }
 
+#[cfg(feature = "flex")]
 /// The forward pass of an LSTM step, `[batch, 4 hidden]` pre-activations to the gates, `c` and
 /// `h`, compiled for the CPU's instruction set.
 struct CellForward<'a> {
@@ -196,6 +218,7 @@ struct CellForward<'a> {
     h: &'a mut [f32],
 }
 
+#[cfg(feature = "flex")]
 impl simd::Vectorized for CellForward<'_> {
     type Output = ();
 
@@ -239,6 +262,7 @@ impl simd::Vectorized for CellForward<'_> {
     }
 }
 
+#[cfg(feature = "flex")]
 /// The backward pass of an LSTM step: the pre-activations' and `c_prev`'s gradients.
 struct CellBackward<'a> {
     hidden: usize,
@@ -251,6 +275,7 @@ struct CellBackward<'a> {
     dc_prev: &'a mut [f32],
 }
 
+#[cfg(feature = "flex")]
 impl simd::Vectorized for CellBackward<'_> {
     type Output = ();
 
@@ -417,7 +442,12 @@ fn lstm_forward<B: LstmCell>(
         B::float_reshape(bias, Shape::new([1, 4 * hidden])),
     );
     let w_hh_t = row_major::<B>(B::float_transpose(w_hh.clone()));
-    let lanes: Vec<Lane<B>> = lanes(batch)
+    let lanes = if B::LANES {
+        lanes(batch)
+    } else {
+        std::iter::once(0..batch).collect()
+    };
+    let lanes: Vec<Lane<B>> = lanes
         .into_par_iter()
         .map(|rows| {
             let (mut h, mut c) = (batch_rows::<B>(&h0, &rows), batch_rows::<B>(&c0, &rows));
@@ -595,7 +625,22 @@ impl<B: LstmCell, C: CheckpointStrategy> LstmOps for Autodiff<B, C> {
 
 /// Whether the fused layer runs on `device` (the backends the extension is compiled for).
 pub fn available(device: &burn::tensor::Device) -> bool {
-    device.clone().inner() == burn::tensor::Device::flex()
+    #[cfg(feature = "flex")]
+    if device.clone().inner() == burn::tensor::Device::flex() {
+        return true;
+    }
+    #[cfg(feature = "cube")]
+    if strata_tensor::is_cubecl_gpu(device) {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
+/// The shape of [`LstmOps::lstm_sequence`]'s output, `[time + 1, batch, hidden]`, from those of
+/// `x` and `h0`.
+pub fn output_shape(x: &Shape, h0: &Shape) -> Shape {
+    Shape::new([x[0] + 1, x[1], h0[1]])
 }
 
 /// [`LstmOps::lstm_sequence`] on Burn tensors: `x` `[time, batch, input]`; returns every step's
@@ -624,7 +669,195 @@ pub fn lstm_sequence(
     (hs, c)
 }
 
-#[cfg(test)]
+/// The layer on CubeCL's GPU runtimes: the sequence as above, one lane, and each step's gate
+/// arithmetic one kernel each way, where Burn's operations take a dozen launches forward (four
+/// slices, the activations, the products and sums, a concatenation) and two dozen backward.
+#[cfg(feature = "cube")]
+mod cube {
+    use burn::backend::tensor::FloatTensor;
+    use burn_cubecl::CubeBackend;
+
+    use super::{LstmCell, LstmOps, lstm_forward};
+
+    impl LstmOps for CubeBackend {
+        fn lstm_sequence(
+            x: FloatTensor<Self>,
+            w_ih: FloatTensor<Self>,
+            w_hh: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            h0: FloatTensor<Self>,
+            c0: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            lstm_forward::<Self>(x, w_ih, w_hh, bias, h0, c0).0
+        }
+    }
+
+    impl LstmCell for CubeBackend {
+        fn lstm_cell(
+            z: FloatTensor<Self>,
+            c_prev: FloatTensor<Self>,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            kernels::cell(z, c_prev)
+        }
+
+        fn lstm_cell_backward(
+            gates: FloatTensor<Self>,
+            c: FloatTensor<Self>,
+            c_prev: FloatTensor<Self>,
+            dh: FloatTensor<Self>,
+            dc: FloatTensor<Self>,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            kernels::cell_backward([gates, c, c_prev, dh, dc])
+        }
+    }
+
+    /// With Burn's fusion, the cell is its operations, which fusion joins into few kernels.
+    #[cfg(feature = "fusion")]
+    impl LstmCell for burn::backend::fusion::Fusion<CubeBackend> {}
+
+    /// The two kernels, in CubeCL.
+    mod kernels {
+        use burn::backend::cubecl::dtype_to_storage_type;
+        use burn::tensor::Shape;
+        use burn_cubecl::kernel::into_contiguous;
+        use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+        use burn_cubecl::tensor::CubeTensor;
+        use cubecl::prelude::*;
+        use cubecl::{CubeDim, calculate_cube_count_elemwise};
+
+        /// `1 / (1 + e^(−x))`.
+        #[cube]
+        fn sigmoid<F: Float>(x: F) -> F {
+            F::from_int(1) / (F::from_int(1) + F::exp(-x))
+        }
+
+        /// One thread per `(row, j)` of `c` `[batch, hidden]`: the gates of `z` `[batch, 4
+        /// hidden]` (i, f, g, o) activated into `gates`, `c = f c_prev + i g`, `h = o tanh(c)`.
+        #[cube(launch, address_type = "dynamic")]
+        fn cell_kernel<F: Float>(
+            z: &Tensor<F>,
+            c_prev: &Tensor<F>,
+            gates: &mut Tensor<F>,
+            c: &mut Tensor<F>,
+            h: &mut Tensor<F>,
+            hidden: usize,
+            #[define(F)] _dtype: ElemType,
+        ) {
+            let n = ABSOLUTE_POS;
+            if n >= c.len() {
+                terminate!();
+            }
+            let base = (n / hidden) * 4 * hidden + n % hidden;
+            let i = sigmoid::<F>(z[base]);
+            let f = sigmoid::<F>(z[base + hidden]);
+            let g = F::tanh(z[base + 2 * hidden]);
+            let o = sigmoid::<F>(z[base + 3 * hidden]);
+            gates[base] = i;
+            gates[base + hidden] = f;
+            gates[base + 2 * hidden] = g;
+            gates[base + 3 * hidden] = o;
+            let cell = f * c_prev[n] + i * g;
+            c[n] = cell;
+            h[n] = o * F::tanh(cell);
+        }
+
+        /// One thread per `(row, j)`: from the activated gates, `c`, `c_prev` and the gradients
+        /// `dh`, `dc` reaching the step, the pre-activations' gradient `dz` and `dc_prev`.
+        #[allow(clippy::too_many_arguments)]
+        #[cube(launch, address_type = "dynamic")]
+        fn cell_backward_kernel<F: Float>(
+            gates: &Tensor<F>,
+            c: &Tensor<F>,
+            c_prev: &Tensor<F>,
+            dh: &Tensor<F>,
+            dc: &Tensor<F>,
+            dz: &mut Tensor<F>,
+            dc_prev: &mut Tensor<F>,
+            hidden: usize,
+            #[define(F)] _dtype: ElemType,
+        ) {
+            let n = ABSOLUTE_POS;
+            if n >= c.len() {
+                terminate!();
+            }
+            let base = (n / hidden) * 4 * hidden + n % hidden;
+            let one = F::from_int(1);
+            let i = gates[base];
+            let f = gates[base + hidden];
+            let g = gates[base + 2 * hidden];
+            let o = gates[base + 3 * hidden];
+            let t = F::tanh(c[n]);
+            let d = dc[n] + dh[n] * o * (one - t * t);
+            dz[base] = d * g * i * (one - i);
+            dz[base + hidden] = d * c_prev[n] * f * (one - f);
+            dz[base + 2 * hidden] = d * i * (one - g * g);
+            dz[base + 3 * hidden] = dh[n] * t * o * (one - o);
+            dc_prev[n] = d * f;
+        }
+
+        fn empty(t: &CubeTensor, shape: Shape) -> CubeTensor {
+            empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
+        }
+
+        /// One thread for each of `c`'s numbers.
+        fn grid(c: &CubeTensor) -> (CubeCount, CubeDim) {
+            let n = c.meta.num_elements();
+            let dim = CubeDim::new(&c.client, n);
+            (calculate_cube_count_elemwise(&c.client, n, dim), dim)
+        }
+
+        pub(super) fn cell(
+            z: CubeTensor,
+            c_prev: CubeTensor,
+        ) -> (CubeTensor, CubeTensor, CubeTensor) {
+            let [z, c_prev] = [z, c_prev].map(into_contiguous);
+            let hidden = c_prev.meta.shape()[1];
+            let gates = empty(&z, z.meta.shape().clone());
+            let [c, h] = [(); 2].map(|_| empty(&c_prev, c_prev.meta.shape().clone()));
+            let (count, dim) = grid(&c);
+            cell_kernel::launch(
+                &z.client,
+                count,
+                dim,
+                z.required_address_type(),
+                z.clone().into_tensor_arg(),
+                c_prev.into_tensor_arg(),
+                gates.clone().into_tensor_arg(),
+                c.clone().into_tensor_arg(),
+                h.clone().into_tensor_arg(),
+                hidden,
+                dtype_to_storage_type(z.dtype),
+            );
+            (gates, c, h)
+        }
+
+        pub(super) fn cell_backward(tensors: [CubeTensor; 5]) -> (CubeTensor, CubeTensor) {
+            let [gates, c, c_prev, dh, dc] = tensors.map(into_contiguous);
+            let hidden = c.meta.shape()[1];
+            let dz = empty(&gates, gates.meta.shape().clone());
+            let dc_prev = empty(&c, c.meta.shape().clone());
+            let (count, dim) = grid(&c);
+            cell_backward_kernel::launch(
+                &c.client,
+                count,
+                dim,
+                gates.required_address_type(),
+                gates.clone().into_tensor_arg(),
+                c.clone().into_tensor_arg(),
+                c_prev.into_tensor_arg(),
+                dh.into_tensor_arg(),
+                dc.into_tensor_arg(),
+                dz.clone().into_tensor_arg(),
+                dc_prev.clone().into_tensor_arg(),
+                hidden,
+                dtype_to_storage_type(c.dtype),
+            );
+            (dz, dc_prev)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, Tensor};

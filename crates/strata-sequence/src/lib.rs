@@ -7,15 +7,15 @@
 //! - [`models`]: a character-level language model and a sequence classifier built on it;
 //! - [`corpus`]: text corpora, their character vocabulary and training windows;
 //! - [`rows`]: MNIST images as sequences of rows;
-//! - `fused` (with the `flex` backend): an LSTM layer over a whole sequence as one operation
-//!   with its own backward pass;
+//! - `fused` (with the `flex` backend, and on CubeCL's GPUs with `cuda` or `wgpu`): an LSTM layer
+//!   over a whole sequence as one operation with its own backward pass;
 //! - [`job`]: `train-sequence`, and the language model as a decoder for `generate-text`;
 //! - [`bench`](mod@bench): the `lstm-train` benchmark;
 //! - [`selftest`]: the LSTM and GRU part of `strata selftest` (this backend against another).
 
 pub mod bench;
 pub mod corpus;
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "cube"))]
 pub mod fused;
 pub mod job;
 pub mod models;

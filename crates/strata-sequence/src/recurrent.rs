@@ -401,7 +401,7 @@ impl Recurrent {
         masks: Option<&[Tensor<2, Bool>]>,
         reverse: bool,
     ) -> (Seq, StepState) {
-        #[cfg(feature = "flex")]
+        #[cfg(any(feature = "flex", feature = "cube"))]
         if self.cell == Cell::Lstm
             && masks.is_none()
             && let (Some(b_ih), Some(b_hh), Some(c0)) =
