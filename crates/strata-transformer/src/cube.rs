@@ -9,6 +9,10 @@
 //!
 //! - [`DecodeOps::layer_norm`]: one cube per row, its mean and variance summed in shared memory;
 //! - [`DecodeOps::gelu_tanh`]: one thread per number;
+//! - [`DecodeOps::bias_gelu_tanh`] and [`DecodeOps::bias_residual`]: the tail of a linear layer,
+//!   its bias with the activation after it (the MLP's first layer) or with the residual
+//!   connection (each sublayer's output projection), one thread per number, where Burn's
+//!   operations take a launch for the bias and one for each operation after it;
 //! - [`DecodeOps::attention`]: one cube per query row of each head, reading the queries, keys
 //!   and values through their strides (the split heads are views, not copies), the scores and
 //!   softmax in shared memory, and writing the heads' outputs side by side, already merged.
@@ -41,6 +45,18 @@ pub trait DecodeOps: Backend {
     /// GELU's tanh approximation, elementwise (see [`crate::gelu`]).
     #[fusion(id = "strata_gelu_tanh", dtype = x, shape = x)]
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// GELU's tanh approximation of `x + bias` (`bias` added over the last dimension).
+    #[fusion(id = "strata_bias_gelu_tanh", dtype = x, shape = x)]
+    fn bias_gelu_tanh(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x + bias + residual` (`bias` added over the last dimension, `residual` of `x`'s shape).
+    #[fusion(id = "strata_bias_residual", dtype = x, shape = x)]
+    fn bias_residual(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 
     /// Causal attention of queries `q` `[batch, heads, tq, d]` over keys and values `k`, `v`
     /// `[batch, heads, tk, d]` (`tk ≥ tq`: the last `tq` keys are the queries' own positions,
@@ -84,6 +100,27 @@ pub fn layer_norm<const D: usize>(
 /// [`DecodeOps::gelu_tanh`] on Burn tensors.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as DecodeOps>::gelu_tanh(x.into_dispatch()))
+}
+
+/// [`DecodeOps::bias_gelu_tanh`] on Burn tensors.
+pub fn bias_gelu_tanh<const D: usize>(x: Tensor<D>, bias: Tensor<1>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::bias_gelu_tanh(
+        x.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// [`DecodeOps::bias_residual`] on Burn tensors.
+pub fn bias_residual<const D: usize>(
+    x: Tensor<D>,
+    bias: Tensor<1>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::bias_residual(
+        x.into_dispatch(),
+        bias.into_dispatch(),
+        residual.into_dispatch(),
+    ))
 }
 
 /// [`DecodeOps::attention`] on Burn tensors.
@@ -194,16 +231,39 @@ mod kernels {
         }
     }
 
-    /// One thread per number: `x σ(u)`, `u = 2 √(2/π) (x + 0.044715 x³)`.
+    /// The elementwise tail of a linear layer, one thread per number of a contiguous
+    /// `[rows, width]`: `v = x`, `+ b` (over the rows) if `bias`, then GELU's tanh approximation
+    /// `v σ(u)`, `u = 2 √(2/π) (v + 0.044715 v³)`, if `gelu`, then `+ r` if `residual`. The
+    /// tensors a flag leaves out are not read.
     #[cube(launch, address_type = "dynamic")]
-    fn gelu_tanh_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
+    #[allow(clippy::too_many_arguments)]
+    fn tail_kernel<F: Float>(
+        x: &Tensor<F>,
+        b: &Tensor<F>,
+        r: &Tensor<F>,
+        y: &mut Tensor<F>,
+        width: usize,
+        #[comptime] bias: bool,
+        #[comptime] gelu: bool,
+        #[comptime] residual: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
         let i = ABSOLUTE_POS;
         if i >= y.len() {
             terminate!();
         }
-        let v = x[i];
-        let u = (v + v * v * v * F::cast_from(CUBIC)) * F::cast_from(TWO_SQRT_2_OVER_PI);
-        y[i] = v / (F::from_int(1) + F::exp(-u));
+        let mut v = x[i];
+        if bias {
+            v += b[i % width];
+        }
+        if gelu {
+            let u = (v + v * v * v * F::cast_from(CUBIC)) * F::cast_from(TWO_SQRT_2_OVER_PI);
+            v /= F::from_int(1) + F::exp(-u);
+        }
+        if residual {
+            v += r[i];
+        }
+        y[i] = v;
     }
 
     /// The cube of query row `CUBE_POS` (batch element, head, query position `i`): the scores
@@ -326,19 +386,51 @@ mod kernels {
         y
     }
 
-    pub(super) fn gelu_tanh(x: CubeTensor) -> CubeTensor {
+    /// [`tail_kernel`]: `x`, plus `bias` over its last dimension, through GELU if `gelu`,
+    /// plus `residual`.
+    pub(super) fn tail(
+        x: CubeTensor,
+        bias: Option<CubeTensor>,
+        gelu: bool,
+        residual: Option<CubeTensor>,
+    ) -> CubeTensor {
         let x = into_contiguous(x);
-        let y = empty(&x, x.meta.shape().clone(), x.dtype);
+        let shape = x.meta.shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let bias = bias.map(into_contiguous);
+        let residual = residual.map(into_contiguous);
+        if let Some(b) = &bias {
+            assert!(
+                b.meta.num_elements() == width,
+                "bias: {} numbers for a last dimension of {width}",
+                b.meta.num_elements()
+            );
+        }
+        if let Some(r) = &residual {
+            assert!(
+                *r.meta.shape() == shape,
+                "residual: shape {:?} where x is {shape:?}",
+                r.meta.shape()
+            );
+        }
+        let y = empty(&x, shape, x.dtype);
         let n = y.meta.num_elements();
         let dim = CubeDim::new(&x.client, n);
         let count = calculate_cube_count_elemwise(&x.client, n, dim);
-        gelu_tanh_kernel::launch(
+        let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
+        tail_kernel::launch(
             &x.client,
             count,
             dim,
             x.required_address_type(),
             x.clone().into_tensor_arg(),
+            bias.unwrap_or_else(|| x.clone()).into_tensor_arg(),
+            residual.unwrap_or_else(|| x.clone()).into_tensor_arg(),
             y.clone().into_tensor_arg(),
+            width,
+            has_bias,
+            gelu,
+            has_residual,
             dtype_to_storage_type(x.dtype),
         );
         y
@@ -391,7 +483,19 @@ impl DecodeOps for CubeBackend {
     }
 
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        kernels::gelu_tanh(x)
+        kernels::tail(x, None, true, None)
+    }
+
+    fn bias_gelu_tanh(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        kernels::tail(x, Some(bias), true, None)
+    }
+
+    fn bias_residual(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        kernels::tail(x, Some(bias), false, Some(residual))
     }
 
     fn attention(
@@ -444,7 +548,15 @@ mod tests {
                 close(layer_norm(x, gamma, beta, 1e-5), burns);
             }
             let x = Tensor::<3>::random([2, 3, 1000], normal, &device);
-            close(gelu_tanh(x.clone()), crate::gelu::gelu_tanh_ops(x));
+            close(gelu_tanh(x.clone()), crate::gelu::gelu_tanh_ops(x.clone()));
+            let bias = Tensor::<1>::random([1000], normal, &device);
+            let residual = Tensor::<3>::random([2, 3, 1000], normal, &device);
+            let biased = x.clone() + bias.clone().unsqueeze();
+            close(
+                bias_gelu_tanh(x.clone(), bias.clone()),
+                crate::gelu::gelu_tanh_ops(biased.clone()),
+            );
+            close(bias_residual(x, bias, residual.clone()), biased + residual);
             // A prompt (tq = tk), a decoding step over a cache (tq = 1), and 3 new positions
             // after 130 cached ones, over more keys than a cube has threads; the queries are
             // the split heads' strided views.

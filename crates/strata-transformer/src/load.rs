@@ -129,7 +129,8 @@ pub fn load_weights(
     Ok(model.map(&mut ToF32))
 }
 
-/// Casts every float parameter that is not f32 to f32.
+/// Casts every float parameter that is not f32 to f32, on the host: a GPU without f16 in its
+/// shaders (wgpu on many adapters) holds the loaded numbers but compiles no kernel to cast them.
 struct ToF32;
 
 impl burn::module::ModuleMapper for ToF32 {
@@ -139,10 +140,10 @@ impl burn::module::ModuleMapper for ToF32 {
     ) -> burn::module::Param<Tensor<D>> {
         param.map(|t| {
             if t.dtype() == burn::tensor::DType::F32 {
-                t
-            } else {
-                t.cast(burn::tensor::DType::F32)
+                return t;
             }
+            let (device, grad) = (t.device(), t.is_require_grad());
+            Tensor::from_data(t.into_data().convert::<f32>(), &device).set_require_grad(grad)
         })
     }
 }

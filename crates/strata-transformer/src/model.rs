@@ -57,6 +57,27 @@ impl Conv1D {
     /// A bf16 weight (generation's [`WeightDtype::Bf16`](crate::WeightDtype)) is held
     /// transposed, `[out, in]`, as the weight-only kernel reads it.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.product(x) + self.bias.val().unsqueeze()
+    }
+
+    /// `residual + dropout(x · W + b)`, a sublayer's output joining the residual stream. On a
+    /// CubeCL GPU at inference (where dropout is the identity) the bias and the residual are
+    /// added in one launch.
+    pub fn forward_into<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        dropout: &Dropout,
+        residual: Tensor<D>,
+    ) -> Tensor<D> {
+        #[cfg(feature = "cube")]
+        if crate::cube::available(&x) {
+            return crate::cube::bias_residual(self.product(x), self.bias.val(), residual);
+        }
+        residual + dropout.forward(self.forward(x))
+    }
+
+    /// `x · W`, without the bias.
+    fn product<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
@@ -69,7 +90,6 @@ impl Conv1D {
             let d_out = weight.dims()[1];
             (crate::kernels::project(x, weight), d_out)
         };
-        let y = y + self.bias.val().unsqueeze();
         let mut out = dims;
         out[D - 1] = d_out;
         y.reshape(out)
@@ -185,9 +205,26 @@ impl Attention {
     /// `x` `[batch, time, n_embd]`: each position attends to itself and the positions before
     /// it (those in `cache` first, which then holds `x`'s keys and values too).
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<LayerCache>>) -> Tensor<3> {
+        self.resid_dropout
+            .forward(self.c_proj.forward(self.attend(x, cache)))
+    }
+
+    /// `residual + forward(x, cache)` (see [`Conv1D::forward_into`]).
+    pub fn forward_into(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<LayerCache>>,
+        residual: Tensor<3>,
+    ) -> Tensor<3> {
+        self.c_proj
+            .forward_into(self.attend(x, cache), &self.resid_dropout, residual)
+    }
+
+    /// The heads' outputs side by side, `[batch, time, n_embd]`, before `c_proj`.
+    fn attend(&self, x: Tensor<3>, cache: Option<&mut Option<LayerCache>>) -> Tensor<3> {
         let qkv = self.c_attn.forward(x);
         let dropout = self.attn_dropout.prob > 0.0 && qkv.device().is_autodiff();
-        let y = match cache {
+        match cache {
             None if !dropout => causal_self_attention(qkv, self.n_head, self.scale),
             cache => {
                 let [q, mut k, mut v] = split_heads(qkv, self.n_head);
@@ -200,8 +237,7 @@ impl Attention {
                     attend_merged(q, k, v, self.scale)
                 }
             }
-        };
-        self.resid_dropout.forward(self.c_proj.forward(y))
+        }
     }
 
     /// softmax(q·kᵀ · scale + causal mask), dropout, · v: the same as Burn's fused attention,
@@ -240,14 +276,29 @@ pub struct ActivationKind(pub Activation);
 impl Mlp {
     /// `x` `[batch, time, n_embd]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.dropout.forward(self.c_proj.forward(self.hidden(x)))
+    }
+
+    /// `residual + forward(x)` (see [`Conv1D::forward_into`]).
+    pub fn forward_into(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.c_proj
+            .forward_into(self.hidden(x), &self.dropout, residual)
+    }
+
+    /// `act(c_fc(x))`: on a CubeCL GPU at inference, GELU's tanh approximation and `c_fc`'s
+    /// bias are one launch.
+    fn hidden(&self, x: Tensor<3>) -> Tensor<3> {
+        #[cfg(feature = "cube")]
+        if self.activation.0 == Activation::GeluTanh && crate::cube::available(&x) {
+            return crate::cube::bias_gelu_tanh(self.c_fc.product(x), self.c_fc.bias.val());
+        }
         let hidden = self.c_fc.forward(x);
-        let hidden = match self.activation.0 {
+        match self.activation.0 {
             Activation::GeluTanh => crate::gelu::gelu_tanh(hidden),
             Activation::Gelu => activation::gelu(hidden),
             Activation::Relu => activation::relu(hidden),
             Activation::Silu => activation::silu(hidden),
-        };
-        self.dropout.forward(self.c_proj.forward(hidden))
+        }
     }
 }
 
@@ -267,8 +318,10 @@ pub struct Block {
 impl Block {
     /// `x + attn(ln_1(x))`, then `+ mlp(ln_2(·))`.
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<LayerCache>>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let x = self
+            .attn
+            .forward_into(self.ln_1.forward(x.clone()), cache, x);
+        self.mlp.forward_into(self.ln_2.forward(x.clone()), x)
     }
 }
 
