@@ -84,7 +84,7 @@ pub fn merge_heads(y: Tensor<4>) -> Tensor<3> {
 }
 
 /// `merge_heads(attend(q, k, v, scale))`: on a CubeCL GPU without autodiff, for up to
-/// [`MAX_KEYS`](crate::cube::MAX_KEYS) keys, one kernel of ours (`crate::cube`), which also
+/// `cube::MAX_KEYS` keys, one kernel of ours (`crate::cube`), which also
 /// writes the heads merged.
 pub fn attend_merged(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<3> {
     #[cfg(feature = "cube")]
