@@ -148,7 +148,8 @@ fn cases() -> Vec<Case> {
         bias: false,
         ..case(4, 6, 3, 2, 1, 1)
     };
-    // Winograd's F(2×2, 3×3) (3×3 kernels, stride 1, at least 16 channels in and out): odd
+    // Winograd's F(2×2, 3×3) (3×3 kernels, stride 1, at least 16 channels in and out, output
+    // planes below 14 on a side): odd
     // sizes whose last tiles are cut, no padding, uneven padding, channels beyond a multiple of
     // 16, a ReLU, and an image in several blocks of tile rows, the last one shorter. Their input gradients, but the
     // one after a ReLU, are convolutions through the same transforms, and so are their weight
@@ -167,9 +168,10 @@ fn cases() -> Vec<Case> {
         bias: false,
         ..case(16, 17, 3, 1, 0, 1)
     };
+    // 13 rows, so 2×2 tiles: 280 tiles an image, in blocks of 3 tile rows.
     let winograd_blocks = Case {
         batch: 2,
-        size: [66, 45],
+        size: [13, 80],
         ..case(64, 32, 3, 1, 1, 1)
     };
     // Channels beyond a multiple of 16 in and out without a ReLU: the remaining lanes of the
@@ -185,7 +187,39 @@ fn cases() -> Vec<Case> {
         size: [7, 7],
         ..case(16, 16, 3, 1, 1, 1)
     };
+    // The same through F(4×4, 3×3), on output planes of at least 14 on a side: tiles cut at
+    // both edges, no padding with a ReLU, uneven padding, odd channels, and an image of 306
+    // tiles that goes alone, in two blocks of tile rows (the others go several to a block).
+    let winograd4 = Case {
+        size: [30, 29],
+        ..case(16, 24, 3, 1, 1, 1)
+    };
+    let winograd4_unpadded_relu = Case {
+        relu: true,
+        size: [33, 31],
+        ..case(24, 16, 3, 1, 0, 1)
+    };
+    let winograd4_uneven = Case {
+        padding: [(2, 0), (0, 2)],
+        bias: false,
+        size: [20, 17],
+        ..case(16, 17, 3, 1, 0, 1)
+    };
+    let winograd4_odd_channels = Case {
+        size: [15, 14],
+        ..case(24, 17, 3, 1, 1, 1)
+    };
+    let winograd4_blocks = Case {
+        batch: 2,
+        size: [70, 66],
+        ..case(16, 16, 3, 1, 1, 1)
+    };
     all.extend([
+        winograd4,
+        winograd4_unpadded_relu,
+        winograd4_uneven,
+        winograd4_odd_channels,
+        winograd4_blocks,
         winograd,
         winograd_unpadded_relu,
         winograd_uneven,

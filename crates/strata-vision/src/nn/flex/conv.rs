@@ -9,8 +9,8 @@
 //! - forward: `cols = im2col(x_b)`, `y_b = W · cols` per group (the `gemm` crate's product
 //!   through `strata_tensor::products`, written straight into the output), then bias and ReLU
 //!   in place; a 3×3 kernel with stride 1, one group and
-//!   at least 16 channels in and out, without pooling, goes through Winograd's F(2×2, 3×3)
-//!   instead (`winograd`), as do the input gradient of such a layer and, where no ReLU
+//!   at least 16 channels in and out, without pooling, goes through Winograd's minimal
+//!   filtering instead (`winograd`: F(4×4, 3×3) or F(2×2, 3×3) by the output's size), as do the input gradient of such a layer and, where no ReLU
 //!   follows it inside the operation, its weight gradient;
 //! - backward: the ReLU's mask applied to `dY_b` (without one, `dY_b` is read where it lies),
 //!   then `dWᵀ += cols · dY_bᵀ` (one GEMM shaped `[in·kh·kw, oh·ow] × [oh·ow, out]`, accumulated

@@ -1,20 +1,27 @@
-//! Winograd's minimal filtering F(2×2, 3×3) (Lavin and Gray, "Fast Algorithms for
-//! Convolutional Neural Networks", 2016) for 3×3 convolutions with stride 1: each 2×2 block of
-//! outputs (a tile) takes 16 multiplications per input and output channel where the direct
-//! convolution takes 36, so a layer's products shrink by 2.25.
+//! Winograd's minimal filtering (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016) for 3×3 convolutions with stride 1. F(m×m, 3×3) computes a tile of m×m
+//! outputs from the (m + 2)×(m + 2) inputs under it with (m + 2)² multiplications per input and
+//! output channel, where the direct convolution takes 9m². Two tile sizes ([`tile_side`]):
 //!
-//! With `d` the 4×4 input under a tile and `g` a 3×3 kernel, the tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`.
-//! Summed over input channels, the 16 elementwise products become 16 matrix products, one per
-//! position `ξ` of the 4×4 transformed tile:
+//! - F(4×4, 3×3), 36 multiplications against 144, on output planes of at least
+//!   [`LARGE_TILES_FROM`] on a side (a ResNet's first three stages);
+//! - F(2×2, 3×3), 16 against 36, on smaller ones (a ResNet's 7×7 stage): there the batch has
+//!   few tiles and many channels, and F(4×4)'s transformed kernels, 2.25 times the size of
+//!   F(2×2)'s (36 MiB for 512 channels), cost more to write and read than the products save.
+//!
+//! With `T = m + 2`, `d` the T×T input under a tile and `g` a 3×3 kernel, the tile is
+//! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` ([`Transforms`]). Summed over input channels, the T²
+//! elementwise products become T² matrix products, one per position `ξ` of the transformed tile:
 //!
 //! - the kernels once per call: `U[ξ] = (G g Gᵀ)[ξ]`, `[in, out]`, 16 kernels at a time in SIMD
 //!   lanes;
 //! - per block of an image's tile rows, the input under them padded and made channel-last, then
-//!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 256 tiles (a ResNet's deep
-//!   layers, whose 16 transformed kernels are up to 16 MB) go into one block several at a
-//!   time, so that each block reads the kernels once rather than each image;
-//! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (16 products per block, one position per task), with the
-//!   tiles as rows so that both transforms read and write each tile's channels as one
+//!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 256 tiles (every layer of a
+//!   ResNet at 224×224, whose transformed kernels outweigh an image in its deep stages) go
+//!   into one block several at a time, so that each block reads the kernels once rather than
+//!   each image;
+//! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (T² products per block, one position per task), with
+//!   the tiles as rows so that both transforms read and write each tile's channels as one
 //!   contiguous run, in SIMD lanes;
 //! - each tile's outputs `Aᵀ M A`, plus the bias, through the ReLU when asked, written into the
 //!   image's `[out, oh, ow]` output.
@@ -22,10 +29,11 @@
 //! The input gradient is the same convolution of the output's gradient with the kernels turned
 //! (`kernels` with `turned`). The weight gradient ([`weight_grad`]) goes through the same
 //! transforms: in a tile, `Gᵀ [(A dY Aᵀ) ⊙ (Bᵀ d B)] G`, summed over the tiles of the batch as
-//! 16 products `[out, tiles] · [tiles, in]`, then transformed back once per kernel.
+//! T² products `[out, tiles] · [tiles, in]`, then transformed back once per kernel.
 //!
-//! The transforms' coefficients are 0, ±1 and ±½, so the numbers differ from the direct
-//! convolution's by rounding only (the tests hold both to Burn's within the same tolerance).
+//! F(2×2)'s coefficients are 0, ±1 and ±½, so its numbers differ from the direct convolution's
+//! by rounding only; F(4×4)'s reach 8 and 1/24 and round a little more (the tests hold both to
+//! Burn's within the same tolerance).
 
 use rayon::prelude::*;
 use strata_tensor::products::{Mat, MatMut, matmul_on_this_thread};
@@ -35,6 +43,9 @@ use crate::nn::Geometry;
 
 /// Channels in and out below which the products are too small for the transforms to pay.
 const MIN_CHANNELS: usize = 16;
+
+/// The side of the output planes from which the tiles are 4×4 rather than 2×2.
+const LARGE_TILES_FROM: usize = 14;
 
 /// Bytes of one block's transformed input or of its products, whichever is larger (per thread
 /// for the weight gradient): small enough for both to stay in the L2 cache between the
@@ -59,38 +70,157 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.w > 0
 }
 
-/// The 16 transformed kernel matrices `U[ξ]`, stored `[rows, 16, cols]` (a row of every
-/// `U[ξ]` together).
+/// The outputs on a side of the tiles of the convolution `g`: 4 on planes of at least
+/// [`LARGE_TILES_FROM`] on each side, else 2.
+fn tile_side(g: &Geometry) -> usize {
+    if g.oh.min(g.ow) >= LARGE_TILES_FROM {
+        4
+    } else {
+        2
+    }
+}
+
+/// F(M×M, 3×3)'s tile, `T = M + 2` inputs on a side.
+struct Tile<const M: usize, const T: usize>;
+
+/// The one-dimensional transforms of F(M×M, 3×3), applied to a tile's columns, then to its
+/// rows: `Bᵀ x` of T inputs, `G g` of a kernel's 3 taps, `Aᵀ m` of T products, and for the
+/// weight gradient the transposes `A y` of M output gradients and `Gᵀ s` of T sums.
+trait Transforms<const M: usize, const T: usize> {
+    fn input(x: [f32; T]) -> [f32; T];
+    fn kernel(g: [f32; 3]) -> [f32; T];
+    fn output(m: [f32; T]) -> [f32; M];
+    fn grad(y: [f32; M]) -> [f32; T];
+    fn kernel_grad(s: [f32; T]) -> [f32; 3];
+}
+
+/// F(2×2, 3×3): `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`,
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`.
+impl Transforms<2, 4> for Tile<2, 4> {
+    #[inline(always)]
+    fn input([x0, x1, x2, x3]: [f32; 4]) -> [f32; 4] {
+        [x0 - x2, x1 + x2, x2 - x1, x1 - x3]
+    }
+
+    #[inline(always)]
+    fn kernel([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
+        [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+    }
+
+    #[inline(always)]
+    fn output([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
+        [m0 + m1 + m2, m1 - m2 - m3]
+    }
+
+    #[inline(always)]
+    fn grad([y0, y1]: [f32; 2]) -> [f32; 4] {
+        [y0, y0 + y1, y0 - y1, -y1]
+    }
+
+    #[inline(always)]
+    fn kernel_grad([s0, s1, s2, s3]: [f32; 4]) -> [f32; 3] {
+        [s0 + 0.5 * (s1 + s2), 0.5 * (s1 - s2), 0.5 * (s1 + s2) + s3]
+    }
+}
+
+/// F(4×4, 3×3), on the points 0, ±1, ±2 and ∞: `Bᵀ = [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0],
+/// [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]]`,
+/// `G = [[¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1]]`,
+/// `Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]]`.
+impl Transforms<4, 6> for Tile<4, 6> {
+    #[inline(always)]
+    fn input([x0, x1, x2, x3, x4, x5]: [f32; 6]) -> [f32; 6] {
+        let (a, b) = (x4 - 4.0 * x2, x3 - 4.0 * x1);
+        let (c, d) = (x4 - x2, 2.0 * (x3 - x1));
+        [
+            4.0 * x0 - 5.0 * x2 + x4,
+            a + b,
+            a - b,
+            c + d,
+            c - d,
+            4.0 * x1 - 5.0 * x3 + x5,
+        ]
+    }
+
+    #[inline(always)]
+    fn kernel([g0, g1, g2]: [f32; 3]) -> [f32; 6] {
+        let (a, b) = (g0 + g2, g1);
+        let (c, d) = (g0 / 24.0 + g2 / 6.0, g1 / 12.0);
+        [g0 / 4.0, -(a + b) / 6.0, -(a - b) / 6.0, c + d, c - d, g2]
+    }
+
+    #[inline(always)]
+    fn output([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
+        let (a, b) = (m1 + m2, m1 - m2);
+        let (c, d) = (m3 + m4, m3 - m4);
+        [m0 + a + c, b + 2.0 * d, a + 4.0 * c, b + 8.0 * d + m5]
+    }
+
+    #[inline(always)]
+    fn grad([y0, y1, y2, y3]: [f32; 4]) -> [f32; 6] {
+        let (a, b) = (y0 + y2, y1 + y3);
+        let (c, d) = (y0 + 4.0 * y2, 2.0 * y1 + 8.0 * y3);
+        [y0, a + b, a - b, c + d, c - d, y3]
+    }
+
+    #[inline(always)]
+    fn kernel_grad([s0, s1, s2, s3, s4, s5]: [f32; 6]) -> [f32; 3] {
+        let (a, b) = (s1 + s2, s1 - s2);
+        let (c, d) = (s3 + s4, s3 - s4);
+        [
+            s0 / 4.0 - a / 6.0 + c / 24.0,
+            -b / 6.0 + d / 12.0,
+            (c - a) / 6.0 + s5,
+        ]
+    }
+}
+
+/// The T² transformed kernel matrices `U[ξ]`, stored `[rows, T², cols]` (a row of every `U[ξ]`
+/// together), for tiles of `side` outputs on a side.
 pub(super) struct Kernels {
     values: Vec<f32>,
     rows: usize,
     cols: usize,
+    side: usize,
 }
 
 impl Kernels {
     /// `U[ξ]`, `[rows, cols]`.
     fn at(&self, xi: usize) -> Mat<'_> {
-        let (rows, cols) = (self.rows, self.cols);
-        Mat::strided(&self.values[xi * cols..], rows, cols, 16 * cols)
+        let (rows, cols, positions) = (self.rows, self.cols, (self.side + 2).pow(2));
+        Mat::strided(&self.values[xi * cols..], rows, cols, positions * cols)
     }
 }
 
-/// The kernels `weight` `[out, in, 3, 3]` transformed: `U[ξ]` `[in, out]`, `U[ξ][c][o] = (G g
-/// Gᵀ)[ξ]` for kernel `g = weight[o][c]`, with `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-/// With `turned`, the kernels of the convolution that gives the input gradient instead (each
-/// turned by 180°, input and output channels swapped): `U[ξ]` `[out, in]`, `U[ξ][o][c]` from
-/// `weight[o][c]` reversed. Each product wants its `U[ξ]` contiguous along its last dimension;
-/// computed on all threads, one task per row of the `U[ξ]` (an input channel, or with `turned`
-/// an output channel).
+/// The kernels `weight` `[out, in, 3, 3]` transformed for the convolution `g`: `U[ξ]` `[in,
+/// out]`, `U[ξ][c][o] = (G g Gᵀ)[ξ]` for kernel `g = weight[o][c]`. With `turned`, the kernels
+/// of the convolution that gives the input gradient instead (each turned by 180°, input and
+/// output channels swapped): `U[ξ]` `[out, in]`, `U[ξ][o][c]` from `weight[o][c]` reversed.
+/// Each product wants its `U[ξ]` contiguous along its last dimension; computed on all threads,
+/// one task per row of the `U[ξ]` (an input channel, or with `turned` an output channel).
 pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> Kernels {
-    let (c_in, c_out) = (g.c_in, g.c_out);
-    let mut u = vec![0f32; c_out * 16 * c_in];
+    match tile_side(g) {
+        4 => kernels_with::<4, 6>(weight, g, turned),
+        _ => kernels_with::<2, 4>(weight, g, turned),
+    }
+}
+
+fn kernels_with<const M: usize, const T: usize>(
+    weight: &[f32],
+    g: &Geometry,
+    turned: bool,
+) -> Kernels
+where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let (c_in, c_out, positions) = (g.c_in, g.c_out, T * T);
+    let mut u = vec![0f32; c_out * positions * c_in];
     if turned {
-        // `[out, 16, in]`.
-        u.par_chunks_mut((16 * c_in).max(1))
+        // `[out, T², in]`.
+        u.par_chunks_mut((positions * c_in).max(1))
             .zip(weight.par_chunks((9 * c_in).max(1)))
             .for_each(|(rows, kernels)| {
-                vectorized(KernelRow {
+                vectorized(KernelRow::<_, M, T> {
                     rows,
                     n: c_in,
                     // The taps in reverse order: the kernel turned by 180°.
@@ -101,13 +231,14 @@ pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> Kernels {
             values: u,
             rows: c_out,
             cols: c_in,
+            side: M,
         };
     }
-    // `[in, 16, out]`.
-    u.par_chunks_mut((16 * c_out).max(1))
+    // `[in, T², out]`.
+    u.par_chunks_mut((positions * c_out).max(1))
         .enumerate()
         .for_each(|(c, rows)| {
-            vectorized(KernelRow {
+            vectorized(KernelRow::<_, M, T> {
                 rows,
                 n: c_out,
                 tap: |o: usize, i: usize| weight[(o * c_in + c) * 9 + i],
@@ -117,20 +248,23 @@ pub(super) fn kernels(weight: &[f32], g: &Geometry, turned: bool) -> Kernels {
         values: u,
         rows: c_in,
         cols: c_out,
+        side: M,
     }
 }
 
 /// `out[ξ] = a(ξ) · b(ξ)` (`[rows, cols]` each, one after the other in `out`), or with
-/// `accumulate` added to what is there, for the 16 positions `ξ`, one position per task.
+/// `accumulate` added to what is there, for the `positions` positions `ξ`, one position per
+/// task.
 fn products<'a>(
     out: &mut [f32],
     [rows, cols]: [usize; 2],
+    positions: usize,
     a: impl Fn(usize) -> Mat<'a> + Sync,
     b: impl Fn(usize) -> Mat<'a> + Sync,
     accumulate: bool,
 ) {
     out.par_chunks_exact_mut((rows * cols).max(1))
-        .take(16)
+        .take(positions)
         .enumerate()
         .for_each(|(xi, out)| {
             matmul_on_this_thread(MatMut::new(out, rows, cols), a(xi), b(xi), accumulate)
@@ -141,29 +275,41 @@ fn products<'a>(
 /// `TILES` buffer, given back here) times the transformed kernels `u`, into this thread's
 /// `PRODUCTS` buffer (for the caller to give back).
 fn tile_products(v: Vec<f32>, u: &Kernels, tiles: usize, g: &Geometry) -> Vec<f32> {
-    let mut m = take(&PRODUCTS, 16 * tiles * g.c_out);
+    let positions = (u.side + 2).pow(2);
+    let mut m = take(&PRODUCTS, positions * tiles * g.c_out);
     let v_planes = plane(&v, [tiles, g.c_in]);
-    products(&mut m, [tiles, g.c_out], v_planes, |xi| u.at(xi), false);
+    products(
+        &mut m,
+        [tiles, g.c_out],
+        positions,
+        v_planes,
+        |xi| u.at(xi),
+        false,
+    );
     put_back(&TILES, v);
     m
 }
 
-/// Each of the 16 planes of `buf` (`[16, rows, cols]`) as a `[rows, cols]` matrix.
+/// Each of the planes of `buf` (`[positions, rows, cols]`) as a `[rows, cols]` matrix.
 fn plane<'a>(buf: &'a [f32], [rows, cols]: [usize; 2]) -> impl Fn(usize) -> Mat<'a> + Sync {
     move |xi| Mat::new(&buf[xi * rows * cols..][..rows * cols], rows, cols)
 }
 
-/// One row of the transformed kernels, `rows` `[16, n]`: `rows[ξ][j] = (G k Gᵀ)[ξ]` for the
+/// One row of the transformed kernels, `rows` `[T², n]`: `rows[ξ][j] = (G k Gᵀ)[ξ]` for the
 /// kernels `k` whose tap `i` is `tap(j, i)`, 16 kernels at a time in SIMD lanes, each
-/// position's 16 written as one run (written one value at a time, the 16 positions' rows,
-/// 2 KiB apart for 512 channels, would share a handful of the L1 cache's sets).
-struct KernelRow<'a, F> {
+/// position's 16 written as one run (written one value at a time, the positions' rows, 2 KiB
+/// apart for 512 channels, would share a handful of the L1 cache's sets).
+struct KernelRow<'a, F, const M: usize, const T: usize> {
     rows: &'a mut [f32],
     n: usize,
     tap: F,
 }
 
-impl<F: Fn(usize, usize) -> f32> Vectorized for KernelRow<'_, F> {
+impl<F: Fn(usize, usize) -> f32, const M: usize, const T: usize> Vectorized
+    for KernelRow<'_, F, M, T>
+where
+    Tile<M, T>: Transforms<M, T>,
+{
     type Output = ();
 
     #[inline(always)]
@@ -173,34 +319,40 @@ impl<F: Fn(usize, usize) -> f32> Vectorized for KernelRow<'_, F> {
         while first + LANES <= n {
             let k: [[f32; LANES]; 9] =
                 std::array::from_fn(|i| std::array::from_fn(|j| tap(first + j, i)));
-            for (xi, values) in kernel(&k).iter().enumerate() {
+            for (xi, values) in kernel::<M, T, LANES>(&k).as_flattened().iter().enumerate() {
                 rows[xi * n + first..][..LANES].copy_from_slice(values);
             }
             first += LANES;
         }
         for j in first..n {
             let k: [[f32; 1]; 9] = std::array::from_fn(|i| [tap(j, i)]);
-            for (xi, [v]) in kernel(&k).into_iter().enumerate() {
-                rows[xi * n + j] = v;
+            for (xi, [v]) in kernel::<M, T, 1>(&k).as_flattened().iter().enumerate() {
+                rows[xi * n + j] = *v;
             }
         }
     }
 }
 
-/// `G k Gᵀ`, row by row, for `L` 3×3 kernels `k` (tap by tap, row by row), one per lane.
+/// `G k Gᵀ` for `L` 3×3 kernels `k` (tap by tap, row by row), one per lane.
 #[inline(always)]
-fn kernel<const L: usize>(k: &[[f32; L]; 9]) -> [[f32; L]; 16] {
-    let mut out = [[0f32; L]; 16];
+fn kernel<const M: usize, const T: usize, const L: usize>(k: &[[f32; L]; 9]) -> [[[f32; L]; T]; T]
+where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let mut out = [[[0f32; L]; T]; T];
     for l in 0..L {
-        // G · k (4×3), then each of its rows times Gᵀ.
-        let row = |a: f32, b: f32, d: f32| [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-        let cols: [[f32; 4]; 3] = std::array::from_fn(|j| row(k[j][l], k[3 + j][l], k[6 + j][l]));
-        for i in 0..4 {
-            for (j, v) in row(cols[0][i], cols[1][i], cols[2][i])
-                .into_iter()
-                .enumerate()
-            {
-                out[4 * i + j][l] = v;
+        // G · k (T×3), column by column, then each of its rows times Gᵀ.
+        let mut gk = [[0f32; 3]; T];
+        for j in 0..3 {
+            let col = Tile::<M, T>::kernel([k[j][l], k[3 + j][l], k[6 + j][l]]);
+            for i in 0..T {
+                gk[i][j] = col[i];
+            }
+        }
+        for i in 0..T {
+            let row = Tile::<M, T>::kernel(gk[i]);
+            for j in 0..T {
+                out[i][j][l] = row[j];
             }
         }
     }
@@ -217,32 +369,48 @@ pub(super) fn convolve(
     bias: &[f32],
     relu: bool,
 ) -> Vec<f32> {
+    match u.side {
+        4 => convolve_with::<4, 6>(xs, u, g, bias, relu),
+        _ => convolve_with::<2, 4>(xs, u, g, bias, relu),
+    }
+}
+
+fn convolve_with<const M: usize, const T: usize>(
+    xs: &[f32],
+    u: &Kernels,
+    g: &Geometry,
+    bias: &[f32],
+    relu: bool,
+) -> Vec<f32>
+where
+    Tile<M, T>: Transforms<M, T>,
+{
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let mut out = vec![0f32; g.batch * y_len];
-    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let (th, tw) = (g.oh.div_ceil(M), g.ow.div_ceil(M));
     let per_image = th * tw;
     if per_image >= MIN_TILES {
         out.par_chunks_mut(y_len.max(1))
             .zip(xs.par_chunks(x_len.max(1)))
-            .for_each(|(y, x)| image(x, u, g, bias, relu, y));
+            .for_each(|(y, x)| image::<M, T>(x, u, g, bias, relu, y));
         return out;
     }
-    // Small images (a ResNet's deep layers, whose kernels outweigh an image): the tiles of
-    // several images in one product, so that each block reads the kernels once.
+    // Small images (a ResNet's, whose kernels outweigh an image in the deep stages): the tiles
+    // of several images in one product, so that each block reads the kernels once.
     let images = MIN_TILES.div_ceil(per_image.max(1));
     for (ys, xs) in out
         .chunks_mut((images * y_len).max(1))
         .zip(xs.chunks((images * x_len).max(1)))
     {
         let tiles = per_image * ys.len() / y_len.max(1);
-        let mut v = take(&TILES, 16 * tiles * g.c_in);
-        let mut rest = planes(&mut v);
+        let mut v = take(&TILES, T * T * tiles * g.c_in);
+        let mut rest = planes::<T>(&mut v);
         let pieces: Vec<_> = xs
             .chunks(x_len.max(1))
-            .map(|x| (x, rest.each_mut().map(|p| split_off(p, per_image * g.c_in))))
+            .map(|x| (x, split_planes(&mut rest, per_image * g.c_in)))
             .collect();
         pieces.into_par_iter().for_each(|(x, planes)| {
-            transform_tiles(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input, planes)
+            transform_tiles::<M, T>(x, [g.h, g.w], g.pad, 0..th, tw, Span::Input, planes)
         });
         let m = tile_products(v, u, tiles, g);
         let per_plane = tiles * g.c_out;
@@ -250,10 +418,8 @@ pub(super) fn convolve(
             .enumerate()
             .for_each(|(b, y)| {
                 let at = b * per_image * g.c_out;
-                vectorized(OutputTiles {
-                    planes: std::array::from_fn(|k| {
-                        &m[k * per_plane + at..][..per_image * g.c_out]
-                    }),
+                vectorized(OutputTiles::<M, T> {
+                    planes: runs(&m, per_plane, at, per_image * g.c_out),
                     g,
                     rows: 0..th,
                     tw,
@@ -269,15 +435,24 @@ pub(super) fn convolve(
 
 /// One image's convolution: `y` `[out, oh, ow]` from `x` `[in, h, w]` and the transformed
 /// kernels `u` ([`kernels`]), plus `bias`, then `max(·, 0)` with `relu`, in blocks of tile rows.
-fn image(x: &[f32], u: &Kernels, g: &Geometry, bias: &[f32], relu: bool, y: &mut [f32]) {
-    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+fn image<const M: usize, const T: usize>(
+    x: &[f32],
+    u: &Kernels,
+    g: &Geometry,
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let (th, tw) = (g.oh.div_ceil(M), g.ow.div_ceil(M));
     let rows_per_block =
-        (BLOCK / (16 * tw * g.c_in.max(g.c_out) * size_of::<f32>()).max(1)).clamp(1, th.max(1));
+        (BLOCK / (T * T * tw * g.c_in.max(g.c_out) * size_of::<f32>()).max(1)).clamp(1, th.max(1));
     for first in (0..th).step_by(rows_per_block) {
         let rows = first..(first + rows_per_block).min(th);
         let tiles = rows.len() * tw;
-        let mut v = take(&TILES, 16 * tiles * g.c_in);
-        transform_tiles(
+        let mut v = take(&TILES, T * T * tiles * g.c_in);
+        transform_tiles::<M, T>(
             x,
             [g.h, g.w],
             g.pad,
@@ -287,8 +462,8 @@ fn image(x: &[f32], u: &Kernels, g: &Geometry, bias: &[f32], relu: bool, y: &mut
             planes(&mut v),
         );
         let m = tile_products(v, u, tiles, g);
-        vectorized(OutputTiles {
-            planes: std::array::from_fn(|k| &m[k * tiles * g.c_out..][..tiles * g.c_out]),
+        vectorized(OutputTiles::<M, T> {
+            planes: runs(&m, tiles * g.c_out, 0, tiles * g.c_out),
             g,
             rows,
             tw,
@@ -305,30 +480,45 @@ fn image(x: &[f32], u: &Kernels, g: &Geometry, bias: &[f32], relu: bool, y: &mut
 ///
 /// In one tile, the output `Aᵀ [U ⊙ V] A` has the gradient `A dY Aᵀ ⊙ V` with respect to the
 /// kernel's transform `U`, and through `U = G g Gᵀ`, the kernel `g` has `Gᵀ [A dY Aᵀ ⊙ V] G`.
-/// Summed over the tiles of all images, the bracket is 16 products, one per position `ξ`:
+/// Summed over the tiles of all images, the bracket is T² products, one per position `ξ`:
 /// `S[ξ] = D[ξ]ᵀ · V[ξ]` (`[out, in]`), with `D[ξ] = (A dY Aᵀ)[ξ]` (`[tiles, out]`) and
 /// `V[ξ]` as in the forward pass (`[tiles, in]`). The tiles go in blocks over the batch; each
-/// block's transforms run in pieces on all threads, then its 16 products (one position per
-/// task) add into the sums, block after block, so that the same inputs give the same numbers
-/// on every run.
+/// block's transforms run in pieces on all threads, then its products (one position per task)
+/// add into the sums, block after block, so that the same inputs give the same numbers on
+/// every run.
 pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    match tile_side(g) {
+        4 => weight_grad_with::<4, 6>(xs, dy, g),
+        _ => weight_grad_with::<2, 4>(xs, dy, g),
+    }
+}
+
+fn weight_grad_with<const M: usize, const T: usize>(
+    xs: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+) -> Vec<f32>
+where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let positions = T * T;
+    let (th, tw) = (g.oh.div_ceil(M), g.ow.div_ceil(M));
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * g.spatial());
     let threads = rayon::current_num_threads();
     // A block fills each thread's share of the cache, with at least `MIN_TILES` tiles for the
     // products' inner dimension (a ResNet's deep layers: 16 images a block).
-    let row_bytes = 16 * tw * (g.c_in + g.c_out) * size_of::<f32>();
+    let row_bytes = positions * tw * (g.c_in + g.c_out) * size_of::<f32>();
     let per_block = (threads * BLOCK / row_bytes.max(1)).max(MIN_TILES.div_ceil(tw.max(1)));
     let all_rows = g.batch * th;
-    let mut sums = vec![0f32; 16 * g.c_out * g.c_in];
+    let mut sums = vec![0f32; positions * g.c_out * g.c_in];
     for first in (0..all_rows).step_by(per_block.max(1)) {
         let block = first..(first + per_block).min(all_rows);
         let tiles = block.len() * tw;
-        let mut v = take(&TILES, 16 * tiles * g.c_in);
-        let mut d = take(&GRADS, 16 * tiles * g.c_out);
-        let (mut v_planes, mut d_planes) = (planes(&mut v), planes(&mut d));
+        let mut v = take(&TILES, positions * tiles * g.c_in);
+        let mut d = take(&GRADS, positions * tiles * g.c_out);
+        let (mut v_planes, mut d_planes) = (planes::<T>(&mut v), planes::<T>(&mut d));
         // The block in pieces within one image, about one per thread, each with its tiles
-        // of the 16 planes of `v` and `d`.
+        // of the planes of `v` and `d`.
         let per_piece = block.len().div_ceil(threads);
         let mut pieces = Vec::new();
         let mut row = block.start;
@@ -336,21 +526,22 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             let (b, i) = (row / th, row % th);
             let end = (row + per_piece).min(block.end).min((b + 1) * th);
             let n = (end - row) * tw;
-            let v = v_planes.each_mut().map(|p| split_off(p, n * g.c_in));
-            let d = d_planes.each_mut().map(|p| split_off(p, n * g.c_out));
+            let v = split_planes(&mut v_planes, n * g.c_in);
+            let d = split_planes(&mut d_planes, n * g.c_out);
             pieces.push((b, i..i + (end - row), v, d));
             row = end;
         }
         pieces.into_par_iter().for_each(|(b, rows, v, d)| {
             let x = &xs[b * x_len..][..x_len];
-            transform_tiles(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input, v);
+            transform_tiles::<M, T>(x, [g.h, g.w], g.pad, rows.clone(), tw, Span::Input, v);
             let dy = &dy[b * y_len..][..y_len];
-            transform_tiles(dy, [g.oh, g.ow], [0, 0], rows, tw, Span::Grad, d);
+            transform_tiles::<M, T>(dy, [g.oh, g.ow], [0, 0], rows, tw, Span::Grad, d);
         });
         let d_t = |xi| plane(&d, [tiles, g.c_out])(xi).t();
         products(
             &mut sums,
             [g.c_out, g.c_in],
+            positions,
             d_t,
             plane(&v, [tiles, g.c_in]),
             true,
@@ -364,8 +555,8 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     dw.par_chunks_mut((c_n * 9).max(1))
         .enumerate()
         .for_each(|(o, kernels)| {
-            vectorized(KernelGrads {
-                sums: std::array::from_fn(|xi| &sums[(xi * o_n + o) * c_n..][..c_n]),
+            vectorized(KernelGrads::<M, T> {
+                sums: runs(&sums, o_n * c_n, o * c_n, c_n),
                 kernels,
             })
         });
@@ -373,25 +564,26 @@ pub(super) fn weight_grad(xs: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 /// One output channel's kernel gradients, `kernels` `[in, 3, 3]`, from its row of each of the
-/// 16 sums (`[in]` each, 1 MiB apart for 512 channels): `Gᵀ S G` for 16 input channels at a
+/// T² sums (`[in]` each, 1 MiB apart for 512 channels): `Gᵀ S G` for 16 input channels at a
 /// time in SIMD lanes, each read as one run from each sum.
-struct KernelGrads<'a> {
-    sums: [&'a [f32]; 16],
+struct KernelGrads<'a, const M: usize, const T: usize> {
+    sums: [[&'a [f32]; T]; T],
     kernels: &'a mut [f32],
 }
 
-impl Vectorized for KernelGrads<'_> {
+impl<const M: usize, const T: usize> Vectorized for KernelGrads<'_, M, T>
+where
+    Tile<M, T>: Transforms<M, T>,
+{
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
         let Self { sums, kernels } = self;
-        let n = sums[0].len();
+        let n = sums[0][0].len();
         let mut first = 0;
         while first + LANES <= n {
-            let s: [[f32; LANES]; 16] =
-                std::array::from_fn(|xi| sums[xi][first..first + LANES].try_into().expect("a run"));
-            let k = kernel_grad(&s);
+            let k = kernel_grad::<M, T, LANES>(&load(&sums, first));
             for (j, dst) in kernels[first * 9..][..LANES * 9]
                 .chunks_exact_mut(9)
                 .enumerate()
@@ -403,7 +595,7 @@ impl Vectorized for KernelGrads<'_> {
             first += LANES;
         }
         for c in first..n {
-            let k = kernel_grad::<1>(&std::array::from_fn(|xi| [sums[xi][c]]));
+            let k = kernel_grad::<M, T, 1>(&load(&sums, c));
             for (t, v) in kernels[c * 9..][..9].iter_mut().enumerate() {
                 *v = k[t][0];
             }
@@ -421,28 +613,62 @@ fn split_off<'a>(rest: &mut &'a mut [f32], n: usize) -> &'a mut [f32] {
     head
 }
 
-/// `buf` as 16 equal planes.
-fn planes(buf: &mut [f32]) -> [&mut [f32]; 16] {
-    let mut chunks = buf.chunks_exact_mut((buf.len() / 16).max(1));
-    std::array::from_fn(|_| chunks.next().unwrap_or_default())
+/// The first `n` values of each of the planes `rest`, leaving the others there.
+fn split_planes<'a, const T: usize>(
+    rest: &mut [[&'a mut [f32]; T]; T],
+    n: usize,
+) -> [[&'a mut [f32]; T]; T] {
+    rest.each_mut()
+        .map(|row| row.each_mut().map(|p| split_off(p, n)))
 }
 
-/// `Gᵀ s G` (3×3, row by row) for `L` 4×4 sums `s` (row by row), one per lane, with
-/// `Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
+/// `buf` as T² equal planes, position by position.
+fn planes<const T: usize>(buf: &mut [f32]) -> [[&mut [f32]; T]; T] {
+    let mut chunks = buf.chunks_exact_mut((buf.len() / (T * T)).max(1));
+    std::array::from_fn(|_| std::array::from_fn(|_| chunks.next().unwrap_or_default()))
+}
+
+/// The runs of `len` values at `at` in each of the T² planes of `buf`, `plane` values apart.
+fn runs<const T: usize>(buf: &[f32], plane: usize, at: usize, len: usize) -> [[&[f32]; T]; T] {
+    std::array::from_fn(|r| std::array::from_fn(|s| &buf[(r * T + s) * plane + at..][..len]))
+}
+
+/// Lanes `at..at + L` of each of the runs `runs`.
 #[inline(always)]
-fn kernel_grad<const L: usize>(s: &[[f32; L]; 16]) -> [[f32; L]; 9] {
+fn load<const T: usize, const L: usize>(runs: &[[&[f32]; T]; T], at: usize) -> [[[f32; L]; T]; T] {
+    let mut out = [[[0f32; L]; T]; T];
+    for (dst, src) in out.iter_mut().zip(runs) {
+        for (dst, src) in dst.iter_mut().zip(src) {
+            *dst = src[at..at + L].try_into().expect("L lanes");
+        }
+    }
+    out
+}
+
+/// `Gᵀ s G` (3×3, row by row) for `L` T×T sums `s`, one per lane.
+#[inline(always)]
+fn kernel_grad<const M: usize, const T: usize, const L: usize>(
+    s: &[[[f32; L]; T]; T],
+) -> [[f32; L]; 9]
+where
+    Tile<M, T>: Transforms<M, T>,
+{
     let mut out = [[0f32; L]; 9];
-    let g_t =
-        |a: f32, b: f32, c: f32, d: f32| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
     for l in 0..L {
         // Gᵀ · s, column by column, then each of its rows times G.
-        let cols: [[f32; 3]; 4] =
-            std::array::from_fn(|j| g_t(s[j][l], s[4 + j][l], s[8 + j][l], s[12 + j][l]));
+        let mut gs = [[0f32; T]; 3];
+        for j in 0..T {
+            let mut col = [0f32; T];
+            for i in 0..T {
+                col[i] = s[i][j][l];
+            }
+            let col = Tile::<M, T>::kernel_grad(col);
+            for i in 0..3 {
+                gs[i][j] = col[i];
+            }
+        }
         for i in 0..3 {
-            for (j, v) in g_t(cols[0][i], cols[1][i], cols[2][i], cols[3][i])
-                .into_iter()
-                .enumerate()
-            {
+            for (j, v) in Tile::<M, T>::kernel_grad(gs[i]).into_iter().enumerate() {
                 out[3 * i + j][l] = v;
             }
         }
@@ -451,19 +677,21 @@ fn kernel_grad<const L: usize>(s: &[[f32; L]; 16]) -> [[f32; L]; 9] {
 }
 
 /// The tiles of tile rows `rows` (`tw` tiles each) of one image's planes `x` (`[channels,
-/// size[0], size[1]]`, shifted by `pad`) transformed into the 16 `planes` ([`TileTransform`]),
+/// size[0], size[1]]`, shifted by `pad`) transformed into the T² `planes` ([`TileTransform`]),
 /// through a [`ChannelLast`] copy of those rows.
-fn transform_tiles(
+fn transform_tiles<const M: usize, const T: usize>(
     x: &[f32],
     size: [usize; 2],
     pad: [usize; 2],
     rows: std::ops::Range<usize>,
     tw: usize,
     span: Span,
-    planes: [&mut [f32]; 16],
-) {
-    let from = ChannelLast::new(x, size, pad, rows.clone(), tw, span);
-    vectorized(TileTransform {
+    planes: [[&mut [f32]; T]; T],
+) where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let from = ChannelLast::new(x, size, pad, M, rows.clone(), tw, span);
+    vectorized(TileTransform::<M, T> {
         from: &from,
         rows: rows.len(),
         tw,
@@ -474,16 +702,16 @@ fn transform_tiles(
 /// What a tile covers in a [`ChannelLast`] copy.
 #[derive(Clone, Copy, PartialEq)]
 enum Span {
-    /// The 4×4 inputs under the tile's 2×2 outputs.
+    /// The inputs under the tile's outputs.
     Input,
-    /// The tile's 2×2 output gradients.
+    /// The tile's output gradients.
     Grad,
 }
 
-/// Tile rows `rows` (`tw` tiles each) of an image's planes `x` (`[channels, size[0],
-/// size[1]]`), shifted by `pad` and made channel-last: `[2 · rows.len() + halo, 2 · tw + halo,
-/// channels]`, where `halo` is 2 for the inputs under the tiles and 0 for the tiles' outputs,
-/// zero outside the planes.
+/// Tile rows `rows` (`tw` tiles of `side × side` outputs each) of an image's planes `x`
+/// (`[channels, size[0], size[1]]`), shifted by `pad` and made channel-last: `[side ·
+/// rows.len() + halo, side · tw + halo, channels]`, where `halo` is 2 for the inputs under the
+/// tiles and 0 for the tiles' outputs, zero outside the planes.
 struct ChannelLast {
     values: Vec<f32>,
     width: usize,
@@ -496,20 +724,22 @@ impl ChannelLast {
         x: &[f32],
         size: [usize; 2],
         pad: [usize; 2],
+        side: usize,
         rows: std::ops::Range<usize>,
         tw: usize,
         span: Span,
     ) -> Self {
         let halo = if span == Span::Input { 2 } else { 0 };
         let plane = (size[0] * size[1]).max(1);
-        let (height, width, channels) = (2 * rows.len() + halo, 2 * tw + halo, x.len() / plane);
+        let (height, width, channels) =
+            (side * rows.len() + halo, side * tw + halo, x.len() / plane);
         let mut values = vec![0f32; height * width * channels];
         let cols = pad[1]..(pad[1] + size[1]).min(width);
         for (r, row) in values
             .chunks_exact_mut((width * channels).max(1))
             .enumerate()
         {
-            let Some(src_r) = (2 * rows.start + r)
+            let Some(src_r) = (side * rows.start + r)
                 .checked_sub(pad[0])
                 .filter(|&r| r < size[0])
             else {
@@ -589,19 +819,20 @@ impl Vectorized for Transpose<'_> {
     }
 }
 
-/// The transform of each of `rows · tw` tiles of a [`ChannelLast`] copy into the 16 `planes`
-/// (`[tiles, channels]` each): for inputs, `V[ξ] = (Bᵀ d B)[ξ]` with `d` the 4×4 input under
-/// the tile and `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`; for output
-/// gradients, `D[ξ] = (A dY Aᵀ)[ξ]` with `dY` the tile's 2×2 and `A = [[1, 0], [1, 1],
-/// [1, −1], [0, −1]]`.
-struct TileTransform<'a> {
+/// The transform of each of `rows · tw` tiles of a [`ChannelLast`] copy into the T² `planes`
+/// (`[tiles, channels]` each): for inputs, `V[ξ] = (Bᵀ d B)[ξ]` with `d` the T×T input under
+/// the tile; for output gradients, `D[ξ] = (A dY Aᵀ)[ξ]` with `dY` the tile's M×M.
+struct TileTransform<'a, const M: usize, const T: usize> {
     from: &'a ChannelLast,
     rows: usize,
     tw: usize,
-    planes: [&'a mut [f32]; 16],
+    planes: [[&'a mut [f32]; T]; T],
 }
 
-impl Vectorized for TileTransform<'_> {
+impl<const M: usize, const T: usize> Vectorized for TileTransform<'_, M, T>
+where
+    Tile<M, T>: Transforms<M, T>,
+{
     type Output = ();
 
     #[inline(always)]
@@ -614,112 +845,143 @@ impl Vectorized for TileTransform<'_> {
         } = self.from;
         let (width, c) = (*width, *c);
         let mut planes = self.planes;
-        // A tile's inputs are `side × side` runs of channels (the rest of `d` unused).
-        let side = if *span == Span::Input { 4 } else { 2 };
         for (t, (i, j)) in (0..self.rows)
             .flat_map(|i| (0..self.tw).map(move |j| (i, j)))
             .enumerate()
         {
-            let base = (2 * i * width + 2 * j) * c;
-            let mut out = planes.each_mut().map(|plane| &mut plane[t * c..][..c]);
-            let d: [&[f32]; 16] = std::array::from_fn(|k| {
-                let (r, s) = (k / side, k % side);
-                if r < side {
-                    &p[base + (r * width + s) * c..][..c]
-                } else {
-                    &[]
+            let base = (M * i * width + M * j) * c;
+            let mut out = planes
+                .each_mut()
+                .map(|row| row.each_mut().map(|plane| &mut plane[t * c..][..c]));
+            // The run of channels at row `r`, column `s` of the tile.
+            let at = |r: usize, s: usize| &p[base + (r * width + s) * c..][..c];
+            match span {
+                Span::Input => {
+                    let d: [[&[f32]; T]; T] =
+                        std::array::from_fn(|r| std::array::from_fn(|s| at(r, s)));
+                    let mut lane = 0;
+                    while lane + LANES <= c {
+                        input_tile::<M, T, LANES>(&d, &mut out, lane);
+                        lane += LANES;
+                    }
+                    while lane < c {
+                        input_tile::<M, T, 1>(&d, &mut out, lane);
+                        lane += 1;
+                    }
                 }
-            });
-            let mut lane = 0;
-            while lane + LANES <= c {
-                tile::<LANES>(*span, &d, &mut out, lane);
-                lane += LANES;
-            }
-            while lane < c {
-                tile::<1>(*span, &d, &mut out, lane);
-                lane += 1;
+                Span::Grad => {
+                    let d: [[&[f32]; M]; M] =
+                        std::array::from_fn(|r| std::array::from_fn(|s| at(r, s)));
+                    let mut lane = 0;
+                    while lane + LANES <= c {
+                        grad_tile::<M, T, LANES>(&d, &mut out, lane);
+                        lane += LANES;
+                    }
+                    while lane < c {
+                        grad_tile::<M, T, 1>(&d, &mut out, lane);
+                        lane += 1;
+                    }
+                }
             }
         }
-    }
-}
-
-/// One tile's transform, of its inputs or of its output gradients (`span`), for channels
-/// `lane..lane + L` of the runs `d`.
-#[inline(always)]
-fn tile<const L: usize>(span: Span, d: &[&[f32]; 16], out: &mut [&mut [f32]; 16], lane: usize) {
-    match span {
-        Span::Input => input_tile::<L>(d, out, lane),
-        Span::Grad => grad_tile::<L>(&[d[0], d[1], d[2], d[3]], out, lane),
     }
 }
 
 /// Lanes of one pass of the transforms (a 512-bit register of f32).
 const LANES: usize = 16;
 
-/// One tile's input transform for channels `lane..lane + L`.
+/// `v` into lanes `lane..lane + L` of the T² runs `out`.
 #[inline(always)]
-fn input_tile<const L: usize>(d: &[&[f32]; 16], out: &mut [&mut [f32]; 16], lane: usize) {
-    let d: [[f32; L]; 16] =
-        std::array::from_fn(|k| d[k][lane..lane + L].try_into().expect("L lanes"));
-    let (mut t, mut v) = ([[0f32; L]; 16], [[0f32; L]; 16]);
-    // Bᵀ · d, column by column.
-    for b in 0..4 {
-        for l in 0..L {
-            let (d0, d1, d2, d3) = (d[b][l], d[4 + b][l], d[8 + b][l], d[12 + b][l]);
-            t[b][l] = d0 - d2;
-            t[4 + b][l] = d1 + d2;
-            t[8 + b][l] = d2 - d1;
-            t[12 + b][l] = d1 - d3;
+fn store_planes<const T: usize, const L: usize>(
+    v: &[[[f32; L]; T]; T],
+    out: &mut [[&mut [f32]; T]; T],
+    lane: usize,
+) {
+    for (dst, src) in out.iter_mut().zip(v) {
+        for (dst, src) in dst.iter_mut().zip(src) {
+            dst[lane..lane + L].copy_from_slice(src);
         }
     }
-    // (Bᵀ · d) · B, row by row.
-    for a in 0..4 {
-        for l in 0..L {
-            let (t0, t1, t2, t3) = (
-                t[4 * a][l],
-                t[4 * a + 1][l],
-                t[4 * a + 2][l],
-                t[4 * a + 3][l],
-            );
-            v[4 * a][l] = t0 - t2;
-            v[4 * a + 1][l] = t1 + t2;
-            v[4 * a + 2][l] = t2 - t1;
-            v[4 * a + 3][l] = t1 - t3;
+}
+
+/// One tile's input transform `Bᵀ d B` for channels `lane..lane + L`.
+#[inline(always)]
+fn input_tile<const M: usize, const T: usize, const L: usize>(
+    d: &[[&[f32]; T]; T],
+    out: &mut [[&mut [f32]; T]; T],
+    lane: usize,
+) where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let d: [[[f32; L]; T]; T] = load(d, lane);
+    let (mut t, mut v) = ([[[0f32; L]; T]; T], [[[0f32; L]; T]; T]);
+    for l in 0..L {
+        // Bᵀ · d, column by column.
+        for s in 0..T {
+            let mut col = [0f32; T];
+            for r in 0..T {
+                col[r] = d[r][s][l];
+            }
+            for (r, x) in Tile::<M, T>::input(col).into_iter().enumerate() {
+                t[r][s][l] = x;
+            }
+        }
+        // (Bᵀ · d) · B, row by row.
+        for r in 0..T {
+            let mut row = [0f32; T];
+            for s in 0..T {
+                row[s] = t[r][s][l];
+            }
+            for (s, x) in Tile::<M, T>::input(row).into_iter().enumerate() {
+                v[r][s][l] = x;
+            }
         }
     }
-    for (dst, src) in out.iter_mut().zip(&v) {
-        dst[lane..lane + L].copy_from_slice(src);
-    }
+    store_planes(&v, out, lane);
 }
 
 /// One tile's output gradient transform `A dY Aᵀ` for channels `lane..lane + L`, `d` the
-/// tile's 2×2 row by row.
+/// tile's M×M.
 #[inline(always)]
-fn grad_tile<const L: usize>(d: &[&[f32]; 4], out: &mut [&mut [f32]; 16], lane: usize) {
-    let d: [[f32; L]; 4] =
-        std::array::from_fn(|k| d[k][lane..lane + L].try_into().expect("L lanes"));
-    let mut v = [[0f32; L]; 16];
+fn grad_tile<const M: usize, const T: usize, const L: usize>(
+    d: &[[&[f32]; M]; M],
+    out: &mut [[&mut [f32]; T]; T],
+    lane: usize,
+) where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let d: [[[f32; L]; M]; M] = load(d, lane);
+    let (mut t, mut v) = ([[[0f32; L]; M]; T], [[[0f32; L]; T]; T]);
     for l in 0..L {
-        // A · dY: four rows of two; then each row `[x, y]` times Aᵀ: `[x, x + y, x − y, −y]`.
-        let (p, q, r, s) = (d[0][l], d[1][l], d[2][l], d[3][l]);
-        let rows = [[p, q], [p + r, q + s], [p - r, q - s], [-r, -s]];
-        for (a, [x, y]) in rows.into_iter().enumerate() {
-            v[4 * a][l] = x;
-            v[4 * a + 1][l] = x + y;
-            v[4 * a + 2][l] = x - y;
-            v[4 * a + 3][l] = -y;
+        // A · dY, column by column (T×M).
+        for s in 0..M {
+            let mut col = [0f32; M];
+            for r in 0..M {
+                col[r] = d[r][s][l];
+            }
+            for (a, x) in Tile::<M, T>::grad(col).into_iter().enumerate() {
+                t[a][s][l] = x;
+            }
+        }
+        // (A · dY) · Aᵀ, row by row.
+        for a in 0..T {
+            let mut row = [0f32; M];
+            for s in 0..M {
+                row[s] = t[a][s][l];
+            }
+            for (b, x) in Tile::<M, T>::grad(row).into_iter().enumerate() {
+                v[a][b][l] = x;
+            }
         }
     }
-    for (dst, src) in out.iter_mut().zip(&v) {
-        dst[lane..lane + L].copy_from_slice(src);
-    }
+    store_planes(&v, out, lane);
 }
 
-/// Each tile's outputs `Aᵀ M A` (with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`) plus the bias,
-/// through the ReLU when asked, written into `y` `[out, oh, ow]` where they fall inside it.
-struct OutputTiles<'a> {
-    /// The 16 products, `[tiles, out]` each.
-    planes: [&'a [f32]; 16],
+/// Each tile's outputs `Aᵀ M A` plus the bias, through the ReLU when asked, written into `y`
+/// `[out, oh, ow]` where they fall inside it.
+struct OutputTiles<'a, const M: usize, const T: usize> {
+    /// The T² products, `[tiles, out]` each.
+    planes: [[&'a [f32]; T]; T],
     g: &'a Geometry,
     rows: std::ops::Range<usize>,
     tw: usize,
@@ -728,7 +990,10 @@ struct OutputTiles<'a> {
     y: &'a mut [f32],
 }
 
-impl Vectorized for OutputTiles<'_> {
+impl<const M: usize, const T: usize> Vectorized for OutputTiles<'_, M, T>
+where
+    Tile<M, T>: Transforms<M, T>,
+{
     type Output = ();
 
     #[inline(always)]
@@ -744,23 +1009,22 @@ impl Vectorized for OutputTiles<'_> {
         } = self;
         let (o_n, plane) = (g.c_out, g.oh * g.ow);
         for (t, (i, j)) in rows.flat_map(|i| (0..tw).map(move |j| (i, j))).enumerate() {
-            let (r0, c0) = (2 * i, 2 * j);
-            let (two_rows, two_cols) = (r0 + 1 < g.oh, c0 + 1 < g.ow);
+            let (r0, c0) = (M * i, M * j);
             let at = TileAt {
                 first: r0 * g.ow + c0,
                 ow: g.ow,
                 plane,
-                two_rows,
-                two_cols,
+                rows: (g.oh - r0).min(M),
+                cols: (g.ow - c0).min(M),
             };
             let mut lane = 0;
             while lane + LANES <= o_n {
-                let out = output_tile::<LANES>(&planes, t * o_n + lane);
+                let out = output_tile::<M, T, LANES>(&planes, t * o_n + lane);
                 store(y, &out, lane, &at, bias, relu);
                 lane += LANES;
             }
             while lane < o_n {
-                let out = output_tile::<1>(&planes, t * o_n + lane);
+                let out = output_tile::<M, T, 1>(&planes, t * o_n + lane);
                 store(y, &out, lane, &at, bias, relu);
                 lane += 1;
             }
@@ -769,21 +1033,21 @@ impl Vectorized for OutputTiles<'_> {
 }
 
 /// Where a tile's outputs go in an image's `[out, oh, ow]`: its first output's offset in a
-/// channel's plane, and which of its other three fall inside the plane.
+/// channel's plane, and how many of its rows and columns fall inside the plane.
 struct TileAt {
     first: usize,
     ow: usize,
     plane: usize,
-    two_rows: bool,
-    two_cols: bool,
+    rows: usize,
+    cols: usize,
 }
 
-/// One tile's outputs `out` (row by row) for channels `channel..channel + L`, plus the bias and
+/// One tile's outputs `out` (M×M) for channels `channel..channel + L`, plus the bias and
 /// through the ReLU when asked, into `y` where they fall inside it.
 #[inline(always)]
-fn store<const L: usize>(
+fn store<const M: usize, const L: usize>(
     y: &mut [f32],
-    out: &[[f32; L]; 4],
+    out: &[[[f32; L]; M]; M],
     channel: usize,
     at: &TileAt,
     bias: &[f32],
@@ -791,41 +1055,47 @@ fn store<const L: usize>(
 ) {
     for (l, &b) in bias[channel..channel + L].iter().enumerate() {
         let first = (channel + l) * at.plane + at.first;
-        let act = |v: f32| {
-            let v = v + b;
-            if relu && v < 0.0 { 0.0 } else { v }
-        };
-        y[first] = act(out[0][l]);
-        if at.two_cols {
-            y[first + 1] = act(out[1][l]);
-        }
-        if at.two_rows {
-            y[first + at.ow] = act(out[2][l]);
-            if at.two_cols {
-                y[first + at.ow + 1] = act(out[3][l]);
+        for (i, row) in out.iter().take(at.rows).enumerate() {
+            let dst = &mut y[first + i * at.ow..][..at.cols];
+            for (d, v) in dst.iter_mut().zip(row) {
+                let v = v[l] + b;
+                *d = if relu && v < 0.0 { 0.0 } else { v };
             }
         }
     }
 }
 
-/// One tile's 2×2 outputs, row by row, for lanes `at..at + L` of the 16 planes.
+/// One tile's M×M outputs for lanes `at..at + L` of the T² planes.
 #[inline(always)]
-fn output_tile<const L: usize>(planes: &[&[f32]; 16], at: usize) -> [[f32; L]; 4] {
-    let mut out = [[0f32; L]; 4];
-    let m: [[f32; L]; 16] =
-        std::array::from_fn(|k| planes[k][at..at + L].try_into().expect("L lanes"));
+fn output_tile<const M: usize, const T: usize, const L: usize>(
+    planes: &[[&[f32]; T]; T],
+    at: usize,
+) -> [[[f32; L]; M]; M]
+where
+    Tile<M, T>: Transforms<M, T>,
+{
+    let m: [[[f32; L]; T]; T] = load(planes, at);
+    let (mut r, mut out) = ([[[0f32; L]; T]; M], [[[0f32; L]; M]; M]);
     for l in 0..L {
-        // Aᵀ · M: two rows of four.
-        let mut r = [[0f32; 4]; 2];
-        for b in 0..4 {
-            let (m0, m1, m2, m3) = (m[b][l], m[4 + b][l], m[8 + b][l], m[12 + b][l]);
-            r[0][b] = m0 + m1 + m2;
-            r[1][b] = m1 - m2 - m3;
+        // Aᵀ · M (M×T), column by column.
+        for s in 0..T {
+            let mut col = [0f32; T];
+            for a in 0..T {
+                col[a] = m[a][s][l];
+            }
+            for (i, x) in Tile::<M, T>::output(col).into_iter().enumerate() {
+                r[i][s][l] = x;
+            }
         }
-        // (Aᵀ · M) · A.
-        for (a, row) in r.iter().enumerate() {
-            out[2 * a][l] = row[0] + row[1] + row[2];
-            out[2 * a + 1][l] = row[1] - row[2] - row[3];
+        // (Aᵀ · M) · A, row by row.
+        for i in 0..M {
+            let mut row = [0f32; T];
+            for s in 0..T {
+                row[s] = r[i][s][l];
+            }
+            for (j, x) in Tile::<M, T>::output(row).into_iter().enumerate() {
+                out[i][j][l] = x;
+            }
         }
     }
     out
@@ -836,7 +1106,7 @@ thread_local! {
     static TILES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for a block's transformed output gradient.
     static GRADS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Each thread's buffer for a block's 16 products.
+    /// Each thread's buffer for a block's products.
     static PRODUCTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
