@@ -42,7 +42,7 @@ use strata_tensor::products::{Mat, MatMut, matmul};
 
 use super::pool::{Unpool, max_plane};
 use super::winograd;
-use super::{Vectorized, contiguous, dims4, put_back, take, tensor, values, vectorized};
+use super::{Vectorized, contiguous, dims4, take, tensor, values, vectorized};
 use crate::nn::Geometry;
 
 /// The convolution as one operation.
@@ -191,7 +191,6 @@ fn forward(
                     {
                         max_plane(plane, g.ow, window, out, codes);
                     }
-                    put_back(&PRODUCT, prod);
                 }
             })
         });
@@ -340,10 +339,6 @@ fn backward(
                 );
                 col2im(&dcols, &g, group * (g.c_in / g.groups), dx_b);
             }
-            put_back(&DCOLS, dcols);
-        }
-        if let Some(buf) = masked {
-            put_back(&MASKED, buf);
         }
         (dw, db)
     };
@@ -661,9 +656,7 @@ fn with_cols<R>(
         out_rows,
         cols: &mut buf,
     });
-    let result = f(Mat::new(&buf, rows, positions));
-    put_back(&COLS, buf);
-    result
+    f(Mat::new(&buf, rows, positions))
 }
 
 /// Bytes of an im2col block that stays in a core's L2 cache (1 MiB or more on the CPUs we

@@ -16,16 +16,43 @@ use strata_tensor::simd::{Vectorized, vectorized};
 /// A thread's buffer, reused from call to call (`thread_local!` of a `RefCell<Vec<f32>>`).
 type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
 
-/// This thread's buffer `key`, `len` long (its old contents, or zeros where it grew).
-fn take(key: &'static Scratch, len: usize) -> Vec<f32> {
+/// This thread's buffer `key`, taken out for one use as `len` values (its old contents, or
+/// zeros where it grew), and given back when the [`Taken`] is dropped.
+fn take(key: &'static Scratch, len: usize) -> Taken {
     let mut buf = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    buf.resize(len, 0.0);
-    buf
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    Taken { key, buf, len }
 }
 
-/// `buf`, made by [`take`], back into this thread's buffer `key`.
-fn put_back(key: &'static Scratch, buf: Vec<f32>) {
-    key.with(|c| *c.borrow_mut() = buf);
+/// A thread's buffer in use, the first `len` of its values ([`take`]). Dropped, it goes back
+/// whole, so that a later use longer than this one but not than the buffer zeroes nothing.
+struct Taken {
+    key: &'static Scratch,
+    buf: Vec<f32>,
+    len: usize,
+}
+
+impl std::ops::Deref for Taken {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Taken {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.key.with(|c| *c.borrow_mut() = buf);
+    }
 }
 
 /// The 4 dimensions of `t`.

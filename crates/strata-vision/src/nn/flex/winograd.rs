@@ -38,7 +38,7 @@
 use rayon::prelude::*;
 use strata_tensor::products::{Mat, MatMut, matmul_on_this_thread};
 
-use super::{Vectorized, put_back, take, vectorized};
+use super::{Taken, Vectorized, take, vectorized};
 use crate::nn::Geometry;
 
 /// Channels in and out below which the products are too small for the transforms to pay.
@@ -178,7 +178,7 @@ impl Transforms<4, 6> for Tile<4, 6> {
 /// The T² transformed kernel matrices `U[ξ]`, stored `[rows, T², cols]` (a row of every `U[ξ]`
 /// together), for tiles of `side` outputs on a side.
 pub(super) struct Kernels {
-    values: Vec<f32>,
+    values: Taken,
     rows: usize,
     cols: usize,
     side: usize,
@@ -214,7 +214,8 @@ where
     Tile<M, T>: Transforms<M, T>,
 {
     let (c_in, c_out, positions) = (g.c_in, g.c_out, T * T);
-    let mut u = vec![0f32; c_out * positions * c_in];
+    // Written whole, in this thread's buffer.
+    let mut u = take(&KERNELS, c_out * positions * c_in);
     if turned {
         // `[out, T², in]`.
         u.par_chunks_mut((positions * c_in).max(1))
@@ -273,8 +274,8 @@ fn products<'a>(
 
 /// `M[ξ] = V[ξ] · U[ξ]` for a block of `tiles` tiles: the transformed input `v` (this thread's
 /// `TILES` buffer, given back here) times the transformed kernels `u`, into this thread's
-/// `PRODUCTS` buffer (for the caller to give back).
-fn tile_products(v: Vec<f32>, u: &Kernels, tiles: usize, g: &Geometry) -> Vec<f32> {
+/// `PRODUCTS` buffer.
+fn tile_products(v: Taken, u: &Kernels, tiles: usize, g: &Geometry) -> Taken {
     let positions = (u.side + 2).pow(2);
     let mut m = take(&PRODUCTS, positions * tiles * g.c_out);
     let v_planes = plane(&v, [tiles, g.c_in]);
@@ -286,7 +287,6 @@ fn tile_products(v: Vec<f32>, u: &Kernels, tiles: usize, g: &Geometry) -> Vec<f3
         |xi| u.at(xi),
         false,
     );
-    put_back(&TILES, v);
     m
 }
 
@@ -428,7 +428,6 @@ where
                     y,
                 });
             });
-        put_back(&PRODUCTS, m);
     }
     out
 }
@@ -471,7 +470,6 @@ fn image<const M: usize, const T: usize>(
             relu,
             y: &mut *y,
         });
-        put_back(&PRODUCTS, m);
     }
 }
 
@@ -510,7 +508,8 @@ where
     let row_bytes = positions * tw * (g.c_in + g.c_out) * size_of::<f32>();
     let per_block = (threads * BLOCK / row_bytes.max(1)).max(MIN_TILES.div_ceil(tw.max(1)));
     let all_rows = g.batch * th;
-    let mut sums = vec![0f32; positions * g.c_out * g.c_in];
+    // Overwritten by the first block's products, in this thread's buffer.
+    let mut sums = take(&SUMS, positions * g.c_out * g.c_in);
     for first in (0..all_rows).step_by(per_block.max(1)) {
         let block = first..(first + per_block).min(all_rows);
         let tiles = block.len() * tw;
@@ -544,10 +543,8 @@ where
             positions,
             d_t,
             plane(&v, [tiles, g.c_in]),
-            true,
+            first > 0,
         );
-        put_back(&TILES, v);
-        put_back(&GRADS, d);
     }
     let (o_n, c_n) = (g.c_out, g.c_in);
     let mut dw = vec![0f32; o_n * c_n * 9];
@@ -713,7 +710,7 @@ enum Span {
 /// rows.len() + halo, side · tw + halo, channels]`, where `halo` is 2 for the inputs under the
 /// tiles and 0 for the tiles' outputs, zero outside the planes.
 struct ChannelLast {
-    values: Vec<f32>,
+    values: Taken,
     width: usize,
     channels: usize,
     span: Span,
@@ -733,7 +730,8 @@ impl ChannelLast {
         let plane = (size[0] * size[1]).max(1);
         let (height, width, channels) =
             (side * rows.len() + halo, side * tw + halo, x.len() / plane);
-        let mut values = vec![0f32; height * width * channels];
+        // In this thread's buffer: what the planes do not cover is zeroed here.
+        let mut values = take(&CHANNEL_LAST, height * width * channels);
         let cols = pad[1]..(pad[1] + size[1]).min(width);
         for (r, row) in values
             .chunks_exact_mut((width * channels).max(1))
@@ -743,8 +741,11 @@ impl ChannelLast {
                 .checked_sub(pad[0])
                 .filter(|&r| r < size[0])
             else {
+                row.fill(0.0);
                 continue;
             };
+            row[..cols.start * channels].fill(0.0);
+            row[cols.end * channels..].fill(0.0);
             vectorized(Transpose {
                 x,
                 plane,
@@ -1108,6 +1109,13 @@ thread_local! {
     static GRADS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's buffer for a block's products.
     static PRODUCTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for the transformed kernels of a call.
+    static KERNELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for the weight gradient's sums.
+    static SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for a [`ChannelLast`] copy.
+    static CHANNEL_LAST: std::cell::RefCell<Vec<f32>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
