@@ -132,6 +132,13 @@ fn cases() -> Vec<Case> {
         size: [37, 30],
         ..case(64, 32, 3, 2, 1, 2)
     };
+    // Stride 2 on rows of 35 output columns: the im2col rows copied 16 at a time, then the
+    // rest; a 7×7 kernel as a ResNet's stem.
+    let strided_wide = Case {
+        batch: 2,
+        size: [20, 70],
+        ..case(3, 8, 7, 2, 3, 1)
+    };
     // A batch that `im2col::conv2d` cuts into three runs of two images, with groups.
     let im2col_pieces = Case {
         batch: 6,
@@ -238,6 +245,7 @@ fn cases() -> Vec<Case> {
         blocked_relu,
         simple_cnn_conv2,
         wide_strided_dilated_grouped,
+        strided_wide,
         im2col_pieces,
         first_layer,
         no_bias,

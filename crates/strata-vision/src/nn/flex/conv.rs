@@ -550,12 +550,14 @@ fn im2col_row(
         let src = &plane[iy * g.w..][..g.w];
         dst[..cols.start].fill(0.0);
         dst[cols.end..].fill(0.0);
-        if g.stride[1] == 1 {
-            copy(&mut dst[cols.clone()], &src[start..start + cols.len()]);
-        } else {
-            let src = src[start..].iter().step_by(g.stride[1]);
-            for (d, s) in dst[cols.clone()].iter_mut().zip(src) {
-                *d = *s;
+        match g.stride[1] {
+            1 => copy(&mut dst[cols.clone()], &src[start..start + cols.len()]),
+            2 => copy_every_other(&mut dst[cols.clone()], &src[start..]),
+            stride => {
+                let src = src[start..].iter().step_by(stride);
+                for (d, s) in dst[cols.clone()].iter_mut().zip(src) {
+                    *d = *s;
+                }
             }
         }
     }
@@ -625,6 +627,21 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *d = *s;
+    }
+}
+
+/// `dst[k] = src[2k]`, 16 at a time from 32 (the compiler's shuffles of two registers).
+#[inline(always)]
+fn copy_every_other(dst: &mut [f32], src: &[f32]) {
+    let mut done = 0;
+    for (d, s) in dst.chunks_exact_mut(16).zip(src.chunks_exact(32)) {
+        let s: &[f32; 32] = s.try_into().expect("chunks of 32");
+        let d: &mut [f32; 16] = d.try_into().expect("chunks of 16");
+        *d = std::array::from_fn(|k| s[2 * k]);
+        done += 16;
+    }
+    for (k, d) in dst[done..].iter_mut().enumerate() {
+        *d = src[2 * (done + k)];
     }
 }
 
