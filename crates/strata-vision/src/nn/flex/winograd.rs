@@ -16,10 +16,10 @@
 //! - the kernels once per call: `U[ξ] = (G g Gᵀ)[ξ]`, `[in, out]`, 16 kernels at a time in SIMD
 //!   lanes;
 //! - per block of an image's tile rows, the input under them padded and made channel-last, then
-//!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 256 tiles (every layer of a
-//!   ResNet at 224×224, whose transformed kernels outweigh an image in its deep stages) go
-//!   into one block several at a time, so that each block reads the kernels once rather than
-//!   each image;
+//!   `V[ξ] = (Bᵀ d B)[ξ]`, `[tiles, in]`; images of fewer than 64 tiles (a ResNet's layers
+//!   from 28×28 on, whose transformed kernels outweigh an image in the deep stages) go into
+//!   one block several at a time, so that each block reads the kernels once rather than each
+//!   image;
 //! - `M[ξ] = V[ξ] · U[ξ]`, `[tiles, out]` (T² products per block, one position per task), with
 //!   the tiles as rows so that both transforms read and write each tile's channels as one
 //!   contiguous run, in SIMD lanes;
@@ -389,7 +389,7 @@ where
     let mut out = vec![0f32; g.batch * y_len];
     let (th, tw) = (g.oh.div_ceil(M), g.ow.div_ceil(M));
     let per_image = th * tw;
-    if per_image >= MIN_TILES {
+    if per_image >= MIN_IMAGE_TILES {
         out.par_chunks_mut(y_len.max(1))
             .zip(xs.par_chunks(x_len.max(1)))
             .for_each(|(y, x)| image::<M, T>(x, u, g, bias, relu, y));
@@ -602,6 +602,11 @@ where
 
 /// Tiles of a products' inner dimension below which they run short of their rate.
 const MIN_TILES: usize = 256;
+
+/// Tiles of an image from which it goes through the products alone, in blocks of tile rows
+/// whose transforms and products stay in the L2 cache (a ResNet's 56×56 outputs: 196 tiles of
+/// 4×4); smaller images go several to a block, of at least [`MIN_TILES`] tiles.
+const MIN_IMAGE_TILES: usize = 64;
 
 /// The first `n` values of `rest`, leaving the others there.
 fn split_off<'a>(rest: &mut &'a mut [f32], n: usize) -> &'a mut [f32] {
