@@ -501,6 +501,8 @@ fn max_pool_and_its_gradient_equal_burns_on_every_backend() {
             ([3, 2, 7, 9], [2, 2], [2, 2], 0),
             ([1, 4, 10, 11], [3, 3], [3, 3], 0),
             ([2, 3, 12, 11], [3, 3], [2, 2], 1),
+            // Rows of 35 outputs: two runs of 16 windows searched at once, then the rest.
+            ([2, 3, 9, 70], [3, 3], [2, 2], 1),
             ([1, 2, 6, 7], [2, 2], [1, 1], 1),
             ([2, 2, 9, 8], [5, 3], [2, 1], 2),
         ];

@@ -170,7 +170,9 @@ impl Vectorized for PlaneMaxima<'_> {
 }
 
 /// One channel's windows: the maxima into `out`, their taps into `codes` (the first maximum;
-/// a NaN wins, as in PyTorch).
+/// a NaN wins, as in PyTorch). With stride 2 along the rows (a ResNet's pooling), the windows
+/// that lie whole inside a row go [`RUN`] at a time, one tap after the other in SIMD lanes;
+/// the others one by one.
 struct Plane<'a> {
     x: &'a [f32],
     size: [usize; 2],
@@ -178,6 +180,9 @@ struct Plane<'a> {
     out: &'a mut [f32],
     codes: &'a mut [u8],
 }
+
+/// Windows searched at once.
+const RUN: usize = 16;
 
 impl Vectorized for Plane<'_> {
     type Output = ();
@@ -192,18 +197,51 @@ impl Vectorized for Plane<'_> {
             codes,
         } = self;
         let [ow, kw] = [windows.output([h, w])[1], windows.kernel[1]];
+        // The output columns whose windows lie whole inside a row.
+        let whole = if windows.stride[1] == 2 {
+            let first = windows.padding[1].div_ceil(2);
+            let end = (w + windows.padding[1])
+                .checked_sub(kw)
+                .map_or(0, |last| (last / 2 + 1).min(ow));
+            first..end.max(first)
+        } else {
+            0..0
+        };
         let rows = out
             .chunks_exact_mut(ow.max(1))
             .zip(codes.chunks_exact_mut(ow.max(1)));
         for (oy, (out, codes)) in rows.enumerate() {
             let ti = windows.taps(0, oy, h);
             let y0 = oy * windows.stride[0];
-            for (ox, (m, code)) in out.iter_mut().zip(codes.iter_mut()).enumerate() {
+            let row = |i: usize| &x[(y0 + i - windows.padding[0]) * w..][..w];
+            let mut ox = whole.start;
+            while ox + RUN <= whole.end {
+                // Input column of window `ox`'s tap 0.
+                let x0 = 2 * ox - windows.padding[1];
+                let mut taps = ti.clone().flat_map(|i| (0..kw).map(move |j| (i, j)));
+                let Some((i, j)) = taps.next() else { break };
+                let mut best = every_other(&row(i)[x0 + j..]);
+                let mut code = [(i * kw + j) as u8; RUN];
+                for (i, j) in taps {
+                    let v = every_other(&row(i)[x0 + j..]);
+                    let tap = (i * kw + j) as u8;
+                    for l in 0..RUN {
+                        let wins = v[l] > best[l] || (v[l].is_nan() && !best[l].is_nan());
+                        best[l] = if wins { v[l] } else { best[l] };
+                        code[l] = if wins { tap } else { code[l] };
+                    }
+                }
+                out[ox..ox + RUN].copy_from_slice(&best);
+                codes[ox..ox + RUN].copy_from_slice(&code);
+                ox += RUN;
+            }
+            let rest = (0..whole.start.min(ow)).chain(ox.max(whole.start)..ow);
+            for ox in rest {
                 let tj = windows.taps(1, ox, w);
                 let x0 = ox * windows.stride[1];
                 let (mut best, mut tap) = (f32::NEG_INFINITY, None);
                 for i in ti.clone() {
-                    let row = &x[(y0 + i - windows.padding[0]) * w..][..w];
+                    let row = row(i);
                     for j in tj.clone() {
                         let v = row[x0 + j - windows.padding[1]];
                         if tap.is_none() || v > best || (v.is_nan() && !best.is_nan()) {
@@ -211,11 +249,18 @@ impl Vectorized for Plane<'_> {
                         }
                     }
                 }
-                *m = best;
-                *code = tap.unwrap_or(0) as u8;
+                out[ox] = best;
+                codes[ox] = tap.unwrap_or(0) as u8;
             }
         }
     }
+}
+
+/// `src[0], src[2], …, src[2 · (RUN − 1)]`.
+#[inline(always)]
+fn every_other(src: &[f32]) -> [f32; RUN] {
+    let src: &[f32; 2 * RUN - 1] = src[..2 * RUN - 1].try_into().expect("a run");
+    std::array::from_fn(|l| src[2 * l])
 }
 
 /// What the backward pass keeps: each maximum's tap, the windows, the input's shape.
@@ -317,5 +362,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn windows_searched_in_runs_keep_the_first_maximum_and_the_first_nan() {
+        // 5 rows of 75 columns: 38 outputs a row, of which 32 go in two runs of 16. Few
+        // distinct values, so that most windows hold ties, and NaNs in some.
+        let windows = Windows {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        };
+        let [h, w] = [5, 75];
+        let mut x: Vec<f32> = (0..h * w).map(|v| ((v * 7) % 5) as f32).collect();
+        for at in [80, 81, 152, 230, 299] {
+            x[at] = f32::NAN;
+        }
+        let (out, codes) = forward(&tensor(x.clone(), [1, 1, h, w]), &windows);
+        let [oh, ow] = windows.output([h, w]);
+        assert_eq!(ow, 38);
+        for (o, (&got, &code)) in values(&out).iter().zip(&codes).enumerate() {
+            let (oy, ox) = (o / ow, o % ow);
+            // The first tap, in window order, holding the maximum or the first NaN.
+            let mut best: Option<(f32, usize)> = None;
+            for i in windows.taps(0, oy, h) {
+                for j in windows.taps(1, ox, w) {
+                    let v = x[(2 * oy + i - 1) * w + 2 * ox + j - 1];
+                    let wins = match best {
+                        None => true,
+                        Some((b, _)) => v > b || (v.is_nan() && !b.is_nan()),
+                    };
+                    if wins {
+                        best = Some((v, i * 3 + j));
+                    }
+                }
+            }
+            let (value, tap) = best.expect("a window holds an input");
+            assert_eq!(usize::from(code), tap, "output ({oy}, {ox})");
+            assert!(
+                got == value || (got.is_nan() && value.is_nan()),
+                "output ({oy}, {ox}): {got}, not {value}"
+            );
+        }
+        assert_eq!(codes.len(), oh * ow);
     }
 }
