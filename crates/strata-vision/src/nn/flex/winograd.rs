@@ -339,24 +339,8 @@ fn kernel<const M: usize, const T: usize, const L: usize>(k: &[[f32; L]; 9]) -> 
 where
     Tile<M, T>: Transforms<M, T>,
 {
-    let mut out = [[[0f32; L]; T]; T];
-    for l in 0..L {
-        // G · k (T×3), column by column, then each of its rows times Gᵀ.
-        let mut gk = [[0f32; 3]; T];
-        for j in 0..3 {
-            let col = Tile::<M, T>::kernel([k[j][l], k[3 + j][l], k[6 + j][l]]);
-            for i in 0..T {
-                gk[i][j] = col[i];
-            }
-        }
-        for i in 0..T {
-            let row = Tile::<M, T>::kernel(gk[i]);
-            for j in 0..T {
-                out[i][j][l] = row[j];
-            }
-        }
-    }
-    out
+    let k: [[[f32; L]; 3]; 3] = std::array::from_fn(|i| [k[3 * i], k[3 * i + 1], k[3 * i + 2]]);
+    two_sided(&k, Tile::<M, T>::kernel)
 }
 
 /// The convolution `g` of the images `xs` (`[batch, in, h, w]`) with the transformed kernels
@@ -655,23 +639,38 @@ fn kernel_grad<const M: usize, const T: usize, const L: usize>(
 where
     Tile<M, T>: Transforms<M, T>,
 {
-    let mut out = [[0f32; L]; 9];
+    let k = two_sided(s, Tile::<M, T>::kernel_grad);
+    std::array::from_fn(|t| k[t / 3][t % 3])
+}
+
+/// `f` applied to each column of the R×R `x`, then to each row of that, lane by lane: for a
+/// one-dimensional transform `x ↦ F x` (`F` S×R), the two-dimensional `F x Fᵀ` (S×S). Each of
+/// the transforms of a tile is one.
+#[inline(always)]
+fn two_sided<const R: usize, const S: usize, const L: usize>(
+    x: &[[[f32; L]; R]; R],
+    f: impl Fn([f32; R]) -> [f32; S],
+) -> [[[f32; L]; S]; S] {
+    let (mut t, mut out) = ([[[0f32; L]; R]; S], [[[0f32; L]; S]; S]);
     for l in 0..L {
-        // Gᵀ · s, column by column, then each of its rows times G.
-        let mut gs = [[0f32; T]; 3];
-        for j in 0..T {
-            let mut col = [0f32; T];
-            for i in 0..T {
-                col[i] = s[i][j][l];
+        // F · x (S×R), column by column.
+        for c in 0..R {
+            let mut col = [0f32; R];
+            for r in 0..R {
+                col[r] = x[r][c][l];
             }
-            let col = Tile::<M, T>::kernel_grad(col);
-            for i in 0..3 {
-                gs[i][j] = col[i];
+            for (i, v) in f(col).into_iter().enumerate() {
+                t[i][c][l] = v;
             }
         }
-        for i in 0..3 {
-            for (j, v) in Tile::<M, T>::kernel_grad(gs[i]).into_iter().enumerate() {
-                out[3 * i + j][l] = v;
+        // (F · x) · Fᵀ, row by row.
+        for i in 0..S {
+            let mut row = [0f32; R];
+            for c in 0..R {
+                row[c] = t[i][c][l];
+            }
+            for (j, v) in f(row).into_iter().enumerate() {
+                out[i][j][l] = v;
             }
         }
     }
@@ -920,30 +919,7 @@ fn input_tile<const M: usize, const T: usize, const L: usize>(
     Tile<M, T>: Transforms<M, T>,
 {
     let d: [[[f32; L]; T]; T] = load(d, lane);
-    let (mut t, mut v) = ([[[0f32; L]; T]; T], [[[0f32; L]; T]; T]);
-    for l in 0..L {
-        // Bᵀ · d, column by column.
-        for s in 0..T {
-            let mut col = [0f32; T];
-            for r in 0..T {
-                col[r] = d[r][s][l];
-            }
-            for (r, x) in Tile::<M, T>::input(col).into_iter().enumerate() {
-                t[r][s][l] = x;
-            }
-        }
-        // (Bᵀ · d) · B, row by row.
-        for r in 0..T {
-            let mut row = [0f32; T];
-            for s in 0..T {
-                row[s] = t[r][s][l];
-            }
-            for (s, x) in Tile::<M, T>::input(row).into_iter().enumerate() {
-                v[r][s][l] = x;
-            }
-        }
-    }
-    store_planes(&v, out, lane);
+    store_planes(&two_sided(&d, Tile::<M, T>::input), out, lane);
 }
 
 /// One tile's output gradient transform `A dY Aᵀ` for channels `lane..lane + L`, `d` the
@@ -957,30 +933,7 @@ fn grad_tile<const M: usize, const T: usize, const L: usize>(
     Tile<M, T>: Transforms<M, T>,
 {
     let d: [[[f32; L]; M]; M] = load(d, lane);
-    let (mut t, mut v) = ([[[0f32; L]; M]; T], [[[0f32; L]; T]; T]);
-    for l in 0..L {
-        // A · dY, column by column (T×M).
-        for s in 0..M {
-            let mut col = [0f32; M];
-            for r in 0..M {
-                col[r] = d[r][s][l];
-            }
-            for (a, x) in Tile::<M, T>::grad(col).into_iter().enumerate() {
-                t[a][s][l] = x;
-            }
-        }
-        // (A · dY) · Aᵀ, row by row.
-        for a in 0..T {
-            let mut row = [0f32; M];
-            for s in 0..M {
-                row[s] = t[a][s][l];
-            }
-            for (b, x) in Tile::<M, T>::grad(row).into_iter().enumerate() {
-                v[a][b][l] = x;
-            }
-        }
-    }
-    store_planes(&v, out, lane);
+    store_planes(&two_sided(&d, Tile::<M, T>::grad), out, lane);
 }
 
 /// Each tile's outputs `Aᵀ M A` plus the bias, through the ReLU when asked, written into `y`
@@ -1081,30 +1034,7 @@ where
     Tile<M, T>: Transforms<M, T>,
 {
     let m: [[[f32; L]; T]; T] = load(planes, at);
-    let (mut r, mut out) = ([[[0f32; L]; T]; M], [[[0f32; L]; M]; M]);
-    for l in 0..L {
-        // Aᵀ · M (M×T), column by column.
-        for s in 0..T {
-            let mut col = [0f32; T];
-            for a in 0..T {
-                col[a] = m[a][s][l];
-            }
-            for (i, x) in Tile::<M, T>::output(col).into_iter().enumerate() {
-                r[i][s][l] = x;
-            }
-        }
-        // (Aᵀ · M) · A, row by row.
-        for i in 0..M {
-            let mut row = [0f32; T];
-            for s in 0..T {
-                row[s] = r[i][s][l];
-            }
-            for (j, x) in Tile::<M, T>::output(row).into_iter().enumerate() {
-                out[i][j][l] = x;
-            }
-        }
-    }
-    out
+    two_sided(&m, Tile::<M, T>::output)
 }
 
 thread_local! {
