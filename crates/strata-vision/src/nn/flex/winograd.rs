@@ -864,31 +864,37 @@ where
                 Span::Input => {
                     let d: [[&[f32]; T]; T] =
                         std::array::from_fn(|r| std::array::from_fn(|s| at(r, s)));
-                    let mut lane = 0;
-                    while lane + LANES <= c {
-                        input_tile::<M, T, LANES>(&d, &mut out, lane);
-                        lane += LANES;
-                    }
-                    while lane < c {
-                        input_tile::<M, T, 1>(&d, &mut out, lane);
-                        lane += 1;
-                    }
+                    transform_tile(&d, &mut out, c, Tile::<M, T>::input);
                 }
                 Span::Grad => {
                     let d: [[&[f32]; M]; M] =
                         std::array::from_fn(|r| std::array::from_fn(|s| at(r, s)));
-                    let mut lane = 0;
-                    while lane + LANES <= c {
-                        grad_tile::<M, T, LANES>(&d, &mut out, lane);
-                        lane += LANES;
-                    }
-                    while lane < c {
-                        grad_tile::<M, T, 1>(&d, &mut out, lane);
-                        lane += 1;
-                    }
+                    transform_tile(&d, &mut out, c, Tile::<M, T>::grad);
                 }
             }
         }
+    }
+}
+
+/// One tile's transform `F d Fᵀ` ([`two_sided`], `f` the one-dimensional `x ↦ F x`) of the
+/// R×R runs of channels `d` into the T² runs `out`, 16 channels at a time in SIMD lanes.
+#[inline(always)]
+fn transform_tile<const R: usize, const T: usize>(
+    d: &[[&[f32]; R]; R],
+    out: &mut [[&mut [f32]; T]; T],
+    channels: usize,
+    f: impl Fn([f32; R]) -> [f32; T] + Copy,
+) {
+    let mut lane = 0;
+    while lane + LANES <= channels {
+        let x: [[[f32; LANES]; R]; R] = load(d, lane);
+        store_planes(&two_sided(&x, f), out, lane);
+        lane += LANES;
+    }
+    while lane < channels {
+        let x: [[[f32; 1]; R]; R] = load(d, lane);
+        store_planes(&two_sided(&x, f), out, lane);
+        lane += 1;
     }
 }
 
@@ -907,33 +913,6 @@ fn store_planes<const T: usize, const L: usize>(
             dst[lane..lane + L].copy_from_slice(src);
         }
     }
-}
-
-/// One tile's input transform `Bᵀ d B` for channels `lane..lane + L`.
-#[inline(always)]
-fn input_tile<const M: usize, const T: usize, const L: usize>(
-    d: &[[&[f32]; T]; T],
-    out: &mut [[&mut [f32]; T]; T],
-    lane: usize,
-) where
-    Tile<M, T>: Transforms<M, T>,
-{
-    let d: [[[f32; L]; T]; T] = load(d, lane);
-    store_planes(&two_sided(&d, Tile::<M, T>::input), out, lane);
-}
-
-/// One tile's output gradient transform `A dY Aᵀ` for channels `lane..lane + L`, `d` the
-/// tile's M×M.
-#[inline(always)]
-fn grad_tile<const M: usize, const T: usize, const L: usize>(
-    d: &[[&[f32]; M]; M],
-    out: &mut [[&mut [f32]; T]; T],
-    lane: usize,
-) where
-    Tile<M, T>: Transforms<M, T>,
-{
-    let d: [[[f32; L]; M]; M] = load(d, lane);
-    store_planes(&two_sided(&d, Tile::<M, T>::grad), out, lane);
 }
 
 /// Each tile's outputs `Aᵀ M A` plus the bias, through the ReLU when asked, written into `y`
