@@ -42,7 +42,7 @@ use strata_tensor::products::{Mat, MatMut, matmul};
 
 use super::pool::{Unpool, max_plane};
 use super::winograd;
-use super::{Vectorized, contiguous, dims4, take, tensor, values, vectorized};
+use super::{Vectorized, contiguous, dims4, every_other, take, tensor, values, vectorized};
 use crate::nn::Geometry;
 
 /// The convolution as one operation.
@@ -630,14 +630,12 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// `dst[k] = src[2k]`, 16 at a time from 32 (the compiler's shuffles of two registers).
+/// `dst[k] = src[2k]`, 16 at a time ([`every_other`]), then one by one.
 #[inline(always)]
 fn copy_every_other(dst: &mut [f32], src: &[f32]) {
     let mut done = 0;
-    for (d, s) in dst.chunks_exact_mut(16).zip(src.chunks_exact(32)) {
-        let s: &[f32; 32] = s.try_into().expect("chunks of 32");
-        let d: &mut [f32; 16] = d.try_into().expect("chunks of 16");
-        *d = std::array::from_fn(|k| s[2 * k]);
+    while done + 16 <= dst.len() && 2 * done + 31 <= src.len() {
+        dst[done..done + 16].copy_from_slice(&every_other(&src[2 * done..]));
         done += 16;
     }
     for (k, d) in dst[done..].iter_mut().enumerate() {

@@ -55,6 +55,14 @@ impl Drop for Taken {
     }
 }
 
+/// `src[0], src[2], …, src[30]`: 16 values at stride 2 from the first 31 of `src` (the
+/// compiler's shuffles of two registers), for stride-2 windows.
+#[inline(always)]
+fn every_other(src: &[f32]) -> [f32; 16] {
+    let src: &[f32; 31] = src[..31].try_into().expect("31 values");
+    std::array::from_fn(|l| src[2 * l])
+}
+
 /// The 4 dimensions of `t`.
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     use burn::backend::TensorMetadata;

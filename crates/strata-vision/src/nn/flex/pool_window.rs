@@ -11,7 +11,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{Vectorized, contiguous, dims4, tensor, values, vectorized};
+use super::{Vectorized, contiguous, dims4, every_other, tensor, values, vectorized};
 
 /// The windows: `kernel`, `stride` and `padding` (rows, columns), padding at most half the
 /// kernel so that every window holds an input, and at most 256 taps.
@@ -181,7 +181,7 @@ struct Plane<'a> {
     codes: &'a mut [u8],
 }
 
-/// Windows searched at once.
+/// Windows searched at once (what [`every_other`] gives).
 const RUN: usize = 16;
 
 impl Vectorized for Plane<'_> {
@@ -254,13 +254,6 @@ impl Vectorized for Plane<'_> {
             }
         }
     }
-}
-
-/// `src[0], src[2], …, src[2 · (RUN − 1)]`.
-#[inline(always)]
-fn every_other(src: &[f32]) -> [f32; RUN] {
-    let src: &[f32; 2 * RUN - 1] = src[..2 * RUN - 1].try_into().expect("a run");
-    std::array::from_fn(|l| src[2 * l])
 }
 
 /// What the backward pass keeps: each maximum's tap, the windows, the input's shape.
